@@ -1,0 +1,459 @@
+"""`MCPServer`: the base class every backend daemon subclasses.
+
+The base owns the lifecycle — UNIX socket, capability file, param validation, logging, shutdown — and a
+service only writes handlers:
+
+    class EchoServer(MCPServer):
+        service_name = "echo"
+        caps_file = Path(__file__).with_name("caps.json")
+
+        @method("mcp.echo.say")
+        async def say(self, params: dict[str, Any], ctx: CallContext) -> Any:
+            return params["text"]
+
+Handlers that are plain `def` functions run in a thread pool, so blocking work never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from .logs import setup_logging
+from .protocol import errors
+from .protocol.caps import Capability, CapsError, ServiceCaps, parse_caps
+from .protocol.framing import NulFrameDecoder, encode_frame
+from .protocol.messages import (
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    error_response,
+    notification,
+    parse_message,
+    result_response,
+)
+from .settings import Settings
+
+__all__ = ["MCPServer", "CallContext", "method", "to_rpc_error", "atomic_write_text", "CANCEL_METHOD",
+           "PROGRESS_METHOD"]
+
+log = logging.getLogger("llmbasedos.server")
+
+CANCEL_METHOD = "mcp.cancel"  # notification {"id": <request id>}: cancel that call
+PROGRESS_METHOD = "mcp.progress"  # notification {"id", "progress", "total"?, "message"?}
+_HIGH_WATER = 1 << 20
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def method(name: str) -> Callable[[F], F]:
+    """Mark a server method as the handler of JSON-RPC method `name`."""
+
+    def deco(fn: F) -> F:
+        fn.__mcp_method__ = name  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+def to_rpc_error(exc: BaseException) -> errors.RPCError:
+    """The single boundary from a Python exception to a wire error. Never leaks paths or tracebacks."""
+    if isinstance(exc, errors.RPCError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return errors.Cancelled()
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return errors.Timeout()
+    if isinstance(exc, OSError):
+        return errors.from_oserror(exc)
+    log.error("unhandled exception in handler", exc_info=exc)
+    return errors.InternalError()
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a small file so readers see the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class _Connection:
+    __slots__ = ("writer", "tasks", "closed")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.tasks: dict[RequestId, asyncio.Task[None]] = {}
+        self.closed = False
+
+    def send(self, message: Any) -> None:
+        if self.closed or self.writer.is_closing():
+            return
+        try:
+            data = encode_frame(message)
+        except TypeError:
+            log.error("handler result is not JSON-serialisable")
+            rid = message.get("id") if isinstance(message, dict) else None
+            data = encode_frame(error_response(rid, errors.InternalError("Result is not JSON-serialisable")))
+        self.writer.write(data)
+
+    async def drain_if_needed(self) -> None:
+        transport = self.writer.transport
+        if not self.closed and transport.get_write_buffer_size() > _HIGH_WATER:
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+
+class CallContext:
+    """What a handler knows of its call, and how it talks back to its caller before it returns."""
+
+    __slots__ = ("request_id", "method", "_conn", "_loop")
+
+    def __init__(self, request_id: RequestId, method_name: str, conn: _Connection,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.request_id = request_id
+        self.method = method_name
+        self._conn = conn
+        self._loop = loop
+
+    def notify(self, method_name: str, params: dict[str, Any]) -> None:
+        """Send a notification to the caller; `params["id"]` is set to this call's id. Thread-safe."""
+        msg = notification(method_name, {**params, "id": self.request_id})
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._conn.send(msg)
+        else:
+            self._loop.call_soon_threadsafe(self._conn.send, msg)
+
+    def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        params: dict[str, Any] = {"progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        self.notify(PROGRESS_METHOD, params)
+
+    @property
+    def connected(self) -> bool:
+        return not self._conn.closed
+
+
+class _Handler:
+    __slots__ = ("fn", "is_async", "cap", "params_validator", "result_validator")
+
+    def __init__(self, fn: Callable[..., Any], cap: Capability) -> None:
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.cap = cap
+        self.params_validator = Draft202012Validator(cap.params_schema)
+        self.result_validator = Draft202012Validator(cap.result_schema) if cap.result_schema else None
+
+
+class MCPServer:
+    """Base of every backend daemon. Subclasses set `service_name`, `caps_file` and write handlers."""
+
+    service_name: ClassVar[str] = ""
+    caps_file: ClassVar[Path]
+    shutdown_grace: ClassVar[float] = 10.0
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.log = logging.getLogger(f"llmbasedos.{self.service_name}")
+        self.caps = self._load_caps()
+        self._handlers = self._bind_handlers()
+        self.executor = ThreadPoolExecutor(max_workers=int(os.environ.get("LLMBDO_WORKERS", "8")),
+                                           thread_name_prefix=self.service_name)
+        self._connections: set[_Connection] = set()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self.settings.run_dir / f"{self.service_name}.sock"
+
+    @property
+    def cap_path(self) -> Path:
+        return self.settings.run_dir / f"{self.service_name}.cap.json"
+
+    # -- start-up checks -----------------------------------------------------------------------------
+
+    def _load_caps(self) -> ServiceCaps:
+        source = self.caps_file.name
+        try:
+            raw = json.loads(self.caps_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CapsError(f"{source}: cannot be read as JSON: {exc}") from None
+        caps = parse_caps(raw, source)
+        if caps.service_name != self.service_name:
+            raise CapsError(f"{source}: service_name {caps.service_name!r} is not {self.service_name!r}")
+        self._caps_raw = raw
+        return caps
+
+    def _bind_handlers(self) -> dict[str, _Handler]:
+        by_method = {c.method: c for c in self.caps.capabilities}
+        handlers: dict[str, _Handler] = {}
+        for klass in reversed(type(self).__mro__):
+            for attr in vars(klass).values():
+                name = getattr(attr, "__mcp_method__", None)
+                if name is None:
+                    continue
+                if name not in by_method:
+                    raise CapsError(f"{self.caps_file.name}: handler for {name!r} has no capability entry")
+                handlers[name] = _Handler(functools.partial(attr, self), by_method[name])
+        missing = set(by_method) - set(handlers)
+        if missing:
+            raise CapsError(f"{self.caps_file.name}: no handler for {sorted(missing)}")
+        # partial() hides coroutine-ness from inspect in some versions: look at the function itself.
+        for h in handlers.values():
+            h.is_async = inspect.iscoroutinefunction(h.fn.func)  # type: ignore[attr-defined]
+        return handlers
+
+    # -- hooks for subclasses ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Called before the socket listens."""
+
+    async def on_stop(self) -> None:
+        """Called after the last call has been answered."""
+
+    # -- dispatch ------------------------------------------------------------------------------------
+
+    def _map_params(self, handler: _Handler, params: Any) -> dict[str, Any]:
+        if params is None:
+            return {}
+        if isinstance(params, list):
+            names = handler.cap.positional
+            if len(params) > len(names):
+                raise errors.InvalidParams(
+                    f"{handler.cap.method} takes at most {len(names)} positional params, got {len(params)}")
+            return dict(zip(names, params))
+        return params  # type: ignore[no-any-return]
+
+    async def _invoke(self, req: Request, ctx: CallContext) -> Any:
+        handler = self._handlers.get(req.method)
+        if handler is None:
+            raise errors.MethodNotFound(f"Method not found: {req.method}")
+        params = self._map_params(handler, req.params)
+        error = best_match(handler.params_validator.iter_errors(params))
+        if error is not None:
+            where = "params" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            raise errors.InvalidParams(f"{where}: {error.message}")
+        if handler.is_async:
+            result = await handler.fn(params, ctx)
+        else:
+            assert self._loop is not None
+            result = await self._loop.run_in_executor(self.executor, handler.fn, params, ctx)
+        if self.settings.debug and handler.result_validator is not None:
+            bad = best_match(handler.result_validator.iter_errors(result))
+            if bad is not None:
+                log.error("result of %s fails its result_schema: %s", req.method, bad.message)
+                raise errors.InternalError("Result does not match the declared result_schema")
+        return result
+
+    async def _run(self, conn: _Connection, req: Request) -> None:
+        assert self._loop is not None
+        ctx = CallContext(req.id, req.method, conn, self._loop)
+        try:
+            result = await self._invoke(req, ctx)
+            response = result_response(req.id, result)
+        except asyncio.CancelledError:
+            response = error_response(req.id, errors.Cancelled("Call cancelled"))
+        except Exception as exc:  # the one place exceptions become wire errors
+            response = error_response(req.id, to_rpc_error(exc))
+        finally:
+            conn.tasks.pop(req.id, None)
+        conn.send(response)
+        await conn.drain_if_needed()
+
+    async def _run_one_for_batch(self, conn: _Connection, obj: Any) -> dict[str, Any] | None:
+        try:
+            msg = parse_message(obj)
+        except errors.InvalidRequest as exc:
+            return error_response(None, exc)
+        if not isinstance(msg, Request):
+            return None
+        assert self._loop is not None
+        ctx = CallContext(msg.id, msg.method, conn, self._loop)
+        try:
+            return result_response(msg.id, await self._invoke(msg, ctx))
+        except Exception as exc:
+            return error_response(msg.id, to_rpc_error(exc))
+
+    async def _run_batch(self, conn: _Connection, batch: list[Any]) -> None:
+        answers = await asyncio.gather(*(self._run_one_for_batch(conn, item) for item in batch))
+        out = [a for a in answers if a is not None]
+        if out:
+            conn.send(out)
+
+    def _dispatch(self, conn: _Connection, value: Any) -> None:
+        assert self._loop is not None
+        if isinstance(value, list):
+            if not value:
+                conn.send(error_response(None, errors.InvalidRequest("Empty batch")))
+                return
+            task = self._loop.create_task(self._run_batch(conn, value))
+            conn.tasks[f"batch:{id(task)}"] = task
+            task.add_done_callback(lambda t: conn.tasks.pop(f"batch:{id(t)}", None))
+            return
+        try:
+            msg = parse_message(value)
+        except errors.InvalidRequest as exc:
+            rid = exc.data.get("id") if isinstance(exc.data, dict) else None
+            conn.send(error_response(rid, errors.InvalidRequest(exc.message)))
+            return
+        if isinstance(msg, Request):
+            if msg.id in conn.tasks:
+                conn.send(error_response(msg.id, errors.InvalidRequest(f"Request id {msg.id!r} already in flight")))
+                return
+            conn.tasks[msg.id] = self._loop.create_task(self._run(conn, msg))
+        elif isinstance(msg, Notification):
+            if msg.method == CANCEL_METHOD and isinstance(msg.params, dict):
+                task = conn.tasks.get(msg.params.get("id"))  # type: ignore[arg-type]
+                if task is not None:
+                    task.cancel()
+        elif isinstance(msg, Response):
+            pass  # servers do not send requests, so a response is stray; dropping it is the safe answer
+
+    async def _handle_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(writer)
+        self._connections.add(conn)
+        decoder = NulFrameDecoder(self.settings.max_frame)
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                for frame in decoder.receive_data(data):
+                    if frame.error is not None:
+                        conn.send(error_response(None, frame.error))
+                    else:
+                        self._dispatch(conn, frame.value)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.closed = True
+            self._connections.discard(conn)
+            # The caller is gone: nobody will read these answers, so stop the work.
+            for task in list(conn.tasks.values()):
+                task.cancel()
+            writer.close()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._stop is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _write_cap_file(self) -> None:
+        data = dict(self._caps_raw)
+        data["socket"] = str(self.socket_path)
+        data["pid"] = os.getpid()
+        atomic_write_text(self.cap_path, json.dumps(data, indent=2))
+
+    async def serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        run_dir = self.settings.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        await self.on_start()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # a stale socket from a crashed run
+        old_umask = os.umask(0o117)  # the socket is born 0660, never briefly wider
+        try:
+            server = await asyncio.start_unix_server(self._handle_conn, path=str(self.socket_path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o660)
+        self._write_cap_file()
+        self.log.info("listening", extra={"socket": str(self.socket_path)})
+        self.ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(server)
+
+    async def _shutdown(self, server: asyncio.AbstractServer) -> None:
+        # The cap file goes first so the gateway stops routing here before the socket closes.
+        with contextlib.suppress(FileNotFoundError):
+            self.cap_path.unlink()
+        server.close()
+        pending = [t for c in self._connections for t in c.tasks.values()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self.shutdown_grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2)
+        for conn in list(self._connections):
+            with contextlib.suppress(Exception):
+                await conn.writer.drain()
+            conn.writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        await self.on_stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.log.info("stopped")
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT (blocking)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            await self.serve()
+
+        _run_loop(main())
+
+    @classmethod
+    def main(cls) -> None:
+        """Entry point of `python -m llmbasedos.servers.<name>`."""
+        settings = Settings.from_env()
+        setup_logging(settings.log_level, settings.log_format)
+        try:
+            server = cls(settings)
+        except CapsError as exc:
+            logging.getLogger("llmbasedos").error("refusing to start: %s", exc)
+            raise SystemExit(2) from None
+        server.run()
+
+
+def _run_loop(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional; the stdlib loop works, only slower
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+

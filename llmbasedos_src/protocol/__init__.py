@@ -1,0 +1,22 @@
+"""The llmbasedos wire protocol, free of I/O: JSON-RPC 2.0 messages, error codes and NUL framing."""
+
+from .errors import RPCError
+from .framing import DEFAULT_MAX_FRAME, Frame, NulFrameDecoder, decode_json, encode_frame
+from .messages import (
+    Message,
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    error_response,
+    notification,
+    parse_message,
+    request,
+    result_response,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "Frame", "Message", "Notification", "NulFrameDecoder", "RPCError", "Request",
+    "RequestId", "Response", "decode_json", "encode_frame", "error_response", "notification",
+    "parse_message", "request", "result_response",
+]

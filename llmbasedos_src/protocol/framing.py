@@ -1,0 +1,111 @@
+"""Sans-I/O NUL framing: bytes in -> decoded JSON values out; a message in -> bytes out.
+
+One JSON text per frame, each frame terminated by a single NUL byte. JSON never contains a raw NUL (control
+characters are always escaped), so NUL is a safe delimiter. The asyncio code only pumps bytes through this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import FrameTooLarge, ParseError, RPCError
+
+__all__ = ["DEFAULT_MAX_FRAME", "Frame", "NulFrameDecoder", "encode_frame", "decode_json"]
+
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+_NUL = b"\0"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One received frame: either a decoded JSON value or the error that stopped its decoding."""
+
+    value: Any = None
+    error: RPCError | None = None
+
+
+def decode_json(data: bytes) -> Any:
+    """Decode one frame's payload. Raises ParseError for invalid UTF-8 or invalid JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        # orjson reports invalid UTF-8 as a decode error too; tell the two apart for the client.
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("Frame is not valid UTF-8") from exc
+        raise ParseError("Frame is not valid JSON") from exc
+
+
+def encode_frame(message: Any) -> bytes:
+    """Serialise one message (or batch) to a frame, NUL included."""
+    return orjson.dumps(message) + _NUL
+
+
+class NulFrameDecoder:
+    """Accumulates bytes and yields whole frames.
+
+    Empty frames (two NULs in a row) are keep-alives and are skipped. A frame that grows past `max_frame` is
+    reported once as FrameTooLarge and its bytes are discarded up to its terminating NUL, so one bad frame
+    never desynchronises the stream.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame <= 0:
+            raise ValueError("max_frame must be positive")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def receive_data(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        start = 0
+        n = len(data)
+        while start < n:
+            end = data.find(_NUL, start)
+            if end < 0:
+                self._append_partial(data, start, n, frames)
+                break
+            if self._discarding:
+                self._discarding = False
+                self._buf.clear()
+            else:
+                size = len(self._buf) + (end - start)
+                if size > self.max_frame:
+                    frames.append(Frame(error=self._too_large()))
+                    self._buf.clear()
+                elif self._buf:
+                    self._buf += data[start:end]
+                    frames.append(self._decode(bytes(self._buf)))
+                    self._buf.clear()
+                elif end > start:
+                    frames.append(self._decode(data[start:end]))
+            start = end + 1
+        return frames
+
+    def _append_partial(self, data: bytes, start: int, n: int, frames: list[Frame]) -> None:
+        if self._discarding:
+            return
+        if len(self._buf) + (n - start) > self.max_frame:
+            frames.append(Frame(error=self._too_large()))
+            self._buf.clear()
+            self._discarding = True
+            return
+        self._buf += data[start:n]
+
+    def _too_large(self) -> FrameTooLarge:
+        return FrameTooLarge(f"Frame exceeds the {self.max_frame}-byte limit")
+
+    @staticmethod
+    def _decode(payload: bytes) -> Frame:
+        try:
+            return Frame(value=decode_json(payload))
+        except ParseError as exc:
+            return Frame(error=exc)

@@ -1,0 +1,110 @@
+"""JSON-RPC 2.0 message types: classification of incoming objects and builders for outgoing ones.
+
+Messages travel as plain dicts (cheap on the hot path); the dataclasses here are what a receiver gets after
+`parse_message` has checked the shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import InvalidRequest, RPCError
+
+__all__ = [
+    "Request", "Notification", "Response", "Message", "RequestId",
+    "parse_message", "request", "notification", "result_response", "error_response",
+]
+
+RequestId = Union[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: RequestId
+    method: str
+    params: Any  # dict, list or None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    id: RequestId | None
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+Message = Union[Request, Notification, Response]
+
+
+def _valid_id(value: Any) -> bool:
+    # bool is an int subclass in Python but not a JSON-RPC id.
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def parse_message(obj: Any) -> Message:
+    """Classify one decoded JSON value. Raises InvalidRequest (with the id when one is readable)."""
+    if not isinstance(obj, dict):
+        raise InvalidRequest("A JSON-RPC message must be an object")
+    if obj.get("jsonrpc") != "2.0":
+        raise InvalidRequest('"jsonrpc" must be "2.0"', {"id": _safe_id(obj)})
+    if "method" in obj:
+        method = obj["method"]
+        if not isinstance(method, str) or not method:
+            raise InvalidRequest('"method" must be a non-empty string', {"id": _safe_id(obj)})
+        params = obj.get("params")
+        if params is not None and not isinstance(params, (dict, list)):
+            raise InvalidRequest('"params" must be an object or an array', {"id": _safe_id(obj)})
+        if "id" not in obj:
+            return Notification(method, params)
+        if not _valid_id(obj["id"]):
+            raise InvalidRequest('"id" must be a string or an integer')
+        return Request(obj["id"], method, params)
+    if "result" in obj or "error" in obj:
+        rid = obj.get("id")
+        if rid is not None and not _valid_id(rid):
+            raise InvalidRequest('"id" must be a string, an integer or null')
+        if "error" in obj:
+            error = obj["error"]
+            if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+                raise InvalidRequest('"error" must be an object with an integer "code"')
+            return Response(rid, None, error)
+        return Response(rid, obj["result"], None)
+    raise InvalidRequest("Neither a request nor a response", {"id": _safe_id(obj)})
+
+
+def _safe_id(obj: dict[str, Any]) -> RequestId | None:
+    rid = obj.get("id")
+    return rid if _valid_id(rid) else None
+
+
+def request(rid: RequestId, method: str, params: Any = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return msg
+
+
+def notification(method: str, params: Any = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        msg["params"] = params
+    return msg
+
+
+def result_response(rid: RequestId | None, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+def error_response(rid: RequestId | None, error: RPCError | dict[str, Any]) -> dict[str, Any]:
+    err = error.to_error() if isinstance(error, RPCError) else error
+    return {"jsonrpc": "2.0", "id": rid, "error": err}

@@ -1,0 +1,1 @@
+"""Backend daemons, one package each, all built on MCPServer."""
