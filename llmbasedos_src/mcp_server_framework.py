@@ -102,7 +102,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 class _Connection:
-    __slots__ = ("writer", "tasks", "closed")
+    __slots__ = ("closed", "tasks", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
@@ -130,7 +130,7 @@ class _Connection:
 class CallContext:
     """What a handler knows of its call, and how it talks back to its caller before it returns."""
 
-    __slots__ = ("request_id", "method", "_conn", "_loop")
+    __slots__ = ("_conn", "_loop", "method", "request_id")
 
     def __init__(self, request_id: RequestId, method_name: str, conn: _Connection,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -165,7 +165,7 @@ class CallContext:
 
 
 class _Handler:
-    __slots__ = ("fn", "is_async", "cap", "params_validator", "result_validator")
+    __slots__ = ("cap", "fn", "is_async", "params_validator", "result_validator")
 
     def __init__(self, fn: Callable[..., Any], cap: Capability) -> None:
         self.fn = fn
@@ -180,6 +180,9 @@ class MCPServer:
 
     service_name: ClassVar[str] = ""
     caps_file: ClassVar[Path]
+    # A mixin of handlers may bring its own fragment: a JSON file with a "capabilities" array that is
+    # appended to the server's caps. Collected from every class of the MRO that defines it.
+    caps_fragment: ClassVar[Path | None] = None
     shutdown_grace: ClassVar[float] = 10.0
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -208,10 +211,14 @@ class MCPServer:
 
     def _load_caps(self) -> ServiceCaps:
         source = self.caps_file.name
-        try:
-            raw = json.loads(self.caps_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CapsError(f"{source}: cannot be read as JSON: {exc}") from None
+        raw = _read_json(self.caps_file)
+        for klass in type(self).__mro__:
+            fragment = vars(klass).get("caps_fragment")
+            if fragment is not None:
+                extra = _read_json(fragment)
+                if not isinstance(extra, dict) or not isinstance(extra.get("capabilities"), list):
+                    raise CapsError(f"{fragment.name}: must be an object with a 'capabilities' array")
+                raw = {**raw, "capabilities": [*raw.get("capabilities", []), *extra["capabilities"]]}
         caps = parse_caps(raw, source)
         if caps.service_name != self.service_name:
             raise CapsError(f"{source}: service_name {caps.service_name!r} is not {self.service_name!r}")
@@ -255,7 +262,7 @@ class MCPServer:
             if len(params) > len(names):
                 raise errors.InvalidParams(
                     f"{handler.cap.method} takes at most {len(names)} positional params, got {len(params)}")
-            return dict(zip(names, params))
+            return dict(zip(names, params, strict=False))
         return params  # type: ignore[no-any-return]
 
     async def _invoke(self, req: Request, ctx: CallContext) -> Any:
@@ -337,9 +344,9 @@ class MCPServer:
             conn.tasks[msg.id] = self._loop.create_task(self._run(conn, msg))
         elif isinstance(msg, Notification):
             if msg.method == CANCEL_METHOD and isinstance(msg.params, dict):
-                task = conn.tasks.get(msg.params.get("id"))  # type: ignore[arg-type]
-                if task is not None:
-                    task.cancel()
+                target = conn.tasks.get(msg.params.get("id"))  # type: ignore[arg-type]
+                if target is not None:
+                    target.cancel()
         elif isinstance(msg, Response):
             pass  # servers do not send requests, so a response is stray; dropping it is the safe answer
 
@@ -447,6 +454,13 @@ class MCPServer:
             logging.getLogger("llmbasedos").error("refusing to start: %s", exc)
             raise SystemExit(2) from None
         server.run()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CapsError(f"{path.name}: cannot be read as JSON: {exc}") from None
 
 
 def _run_loop(coro: Any) -> None:

@@ -107,7 +107,7 @@ class RPCClient:
                 return await fut
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.cancel(rid)
                 raise errors.Timeout(f"{method} timed out after {timeout:g} s") from None
         except asyncio.CancelledError:

@@ -7,7 +7,7 @@ Messages travel as plain dicts (cheap on the hot path); the dataclasses here are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import InvalidRequest, RPCError
 
@@ -16,7 +16,7 @@ __all__ = [
     "parse_message", "request", "notification", "result_response", "error_response",
 ]
 
-RequestId = Union[str, int]
+RequestId = str | int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class Response:
         return self.error is None
 
 
-Message = Union[Request, Notification, Response]
+Message = Request | Notification | Response
 
 
 def _valid_id(value: Any) -> bool:
