@@ -1,0 +1,61 @@
+# One command to run the appliance, one to test it: what CI runs is what a person runs.
+#   make up     install into .venv and start everything under supervisord (`llmbasedos up`)
+#   make test   install everything the tests need, then lint, type-check and run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+RUN_EXTRAS ?= search,local-llm
+TEST_EXTRAS ?= search,local-llm,dev
+DEBIAN_PACKAGES := rclone dovecot-imapd supervisor tmux chromium shellcheck systemd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test
+
+system-deps:
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  missing=""; \
+	  for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+venv: $(PY)
+
+# torch goes first, pinned: a bare `torch` (asked for by sentence-transformers) would pull a huge CUDA build.
+# pip keeps built wheels (llama-cpp-python compiles for minutes) in its cache, so later installs are quick.
+$(VENV)/.installed-%: pyproject.toml | $(PY)
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q -e ".[$*]"
+	touch $@
+
+install-run: system-deps $(VENV)/.installed-$(RUN_EXTRAS)
+install-test: system-deps $(VENV)/.installed-$(TEST_EXTRAS)
+
+up: install-run
+	$(VENV)/bin/llmbasedos up
+
+down:
+	$(VENV)/bin/llmbasedos down
+
+status:
+	$(VENV)/bin/llmbasedos status
+
+lint:
+	$(VENV)/bin/ruff check llmbasedos_src tests bench
+
+typecheck:
+	$(VENV)/bin/mypy
+
+pytest:
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+
+test: install-test lint typecheck pytest
