@@ -1,0 +1,3 @@
+from .luca import main
+
+main()
