@@ -130,12 +130,13 @@ class _Connection:
 class CallContext:
     """What a handler knows of its call, and how it talks back to its caller before it returns."""
 
-    __slots__ = ("_conn", "_loop", "method", "request_id")
+    __slots__ = ("_conn", "_loop", "caller", "method", "request_id")
 
     def __init__(self, request_id: RequestId, method_name: str, conn: _Connection,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, caller: Any = None) -> None:
         self.request_id = request_id
         self.method = method_name
+        self.caller = caller  # {"client_id", "name", "tier"} as forwarded by the gateway, or None
         self._conn = conn
         self._loop = loop
 
@@ -288,8 +289,8 @@ class MCPServer:
 
     async def _run(self, conn: _Connection, req: Request) -> None:
         assert self._loop is not None
-        ctx = CallContext(req.id, req.method, conn, self._loop)
         try:
+            ctx = CallContext(req.id, req.method, conn, self._loop, req.caller)
             result = await self._invoke(req, ctx)
             response = result_response(req.id, result)
         except asyncio.CancelledError:
@@ -309,7 +310,7 @@ class MCPServer:
         if not isinstance(msg, Request):
             return None
         assert self._loop is not None
-        ctx = CallContext(msg.id, msg.method, conn, self._loop)
+        ctx = CallContext(msg.id, msg.method, conn, self._loop, msg.caller)
         try:
             return result_response(msg.id, await self._invoke(msg, ctx))
         except Exception as exc:

@@ -24,6 +24,10 @@ class Request:
     id: RequestId
     method: str
     params: Any  # dict, list or None
+    # llmbasedos extension between the gateway and its backends: who the call is made for
+    # ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent) can act
+    # with that client's rights and no more. Clients' own "caller" members are dropped by the gateway.
+    caller: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ def parse_message(obj: Any) -> Message:
             return Notification(method, params)
         if not _valid_id(obj["id"]):
             raise InvalidRequest('"id" must be a string or an integer')
-        return Request(obj["id"], method, params)
+        return Request(obj["id"], method, params, obj.get("caller"))
     if "result" in obj or "error" in obj:
         rid = obj.get("id")
         if rid is not None and not _valid_id(rid):
