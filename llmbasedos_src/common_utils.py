@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .protocol.errors import Conflict, InvalidParams, NotFound, PathOutsideRoot, RPCError, from_oserror
+from .protocol.errors import Conflict, Forbidden, InvalidParams, NotFound, PathOutsideRoot, RPCError, from_oserror
 
 __all__ = ["VirtualRoot", "Located", "MAX_SYMLINK_HOPS", "MAX_PATH_BYTES", "MAX_NAME_BYTES"]
 
@@ -51,6 +51,7 @@ class Located:
     dir_fd: int
     name: str
     vpath: str
+    st: os.stat_result | None = None  # lstat of the final name, when the walk already made it
 
     @property
     def is_root(self) -> bool:
@@ -89,10 +90,13 @@ class VirtualRoot:
             raise InvalidParams("A path must not be empty")
         if "\0" in vpath:
             raise InvalidParams("A path must not contain NUL bytes")
-        try:
-            size = len(vpath.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidParams("A path must be valid Unicode text") from None
+        if vpath.isascii():
+            size = len(vpath)
+        else:
+            try:
+                size = len(vpath.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidParams("A path must be valid Unicode text") from None
         if size > MAX_PATH_BYTES:
             raise InvalidParams(f"A path must be at most {MAX_PATH_BYTES} bytes")
         parts: list[str] = []
@@ -104,7 +108,8 @@ class VirtualRoot:
                     raise PathOutsideRoot(f"Path is outside the virtual root: {_short(vpath)}")
                 parts.pop()
                 continue
-            _check_name(part, vpath)
+            if len(part) > MAX_NAME_BYTES // 4:  # only then can it be over MAX_NAME_BYTES in UTF-8
+                _check_name(part, vpath)
             parts.append(part)
         return "/" + "/".join(parts)
 
@@ -151,67 +156,72 @@ class VirtualRoot:
 
     def _walk(self, vpath: str, follow_last: bool) -> Located:
         """Resolve `vpath` (already canonical) to (parent fd, final name). The caller owns the fd."""
-        shown = vpath
         hops = 0
         restarts = 0
         pending = vpath
         while True:
-            parts = [p for p in pending.split("/") if p]
+            parts = pending.split("/")[1:] if pending != "/" else []
             fd = self._open_root()
-            done: list[str] = []
             try:
                 if not parts:
                     return Located(fd, ".", "/")
-                i = 0
                 restart_with: str | None = None
-                while i < len(parts):
-                    name = parts[i]
-                    last = i == len(parts) - 1
-                    if last and not follow_last:
-                        return Located(fd, name, "/" + "/".join([*done, name]))
-                    try:
-                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        if last:
-                            return Located(fd, name, "/" + "/".join([*done, name]))
-                        raise NotFound(f"No such file or directory: {_short(shown)}") from None
-                    if stat_mod.S_ISLNK(st.st_mode):
-                        hops += 1
-                        if hops > MAX_SYMLINK_HOPS:
-                            raise InvalidParams(f"Too many levels of symbolic links: {_short(shown)}")
+                last_index = len(parts) - 1
+                for i, name in enumerate(parts):
+                    if i == last_index:
+                        if not follow_last:
+                            return Located(fd, name, pending)
                         try:
-                            target = os.readlink(name, dir_fd=fd)
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            return Located(fd, name, pending)
+                        if not stat_mod.S_ISLNK(st.st_mode):
+                            return Located(fd, name, pending, st)
+                    else:
+                        try:
+                            # O_NOFOLLOW|O_DIRECTORY: a symlink (even one swapped in just now) is never followed.
+                            nfd = os.open(name, _O_DIR, dir_fd=fd)
+                        except FileNotFoundError:
+                            raise NotFound(f"No such file or directory: {_short(vpath)}") from None
                         except OSError as exc:
-                            if exc.errno in (errno.EINVAL, errno.ENOENT):
-                                restart_with = pending  # it changed under us: look again
-                                break
-                            raise
-                        here = "/" + "/".join(done)
-                        new = self._link_target_vpath(here, target, shown)
-                        rest = "/".join(parts[i + 1:])
-                        restart_with = self.normalize(new.rstrip("/") + "/" + rest) if rest else new
-                        break
-                    if last:
-                        return Located(fd, name, "/" + "/".join([*done, name]))
-                    if not stat_mod.S_ISDIR(st.st_mode):
-                        raise Conflict(f"Not a directory: {_short('/' + '/'.join([*done, name]))}")
+                            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                                raise
+                            try:
+                                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                            except FileNotFoundError:
+                                raise NotFound(f"No such file or directory: {_short(vpath)}") from None
+                            if not stat_mod.S_ISLNK(st.st_mode):
+                                if stat_mod.S_ISDIR(st.st_mode):
+                                    restart_with = pending  # it became a directory meanwhile: look again
+                                    restarts += 1
+                                    break
+                                shown = "/" + "/".join(parts[: i + 1])
+                                raise Conflict(f"Not a directory: {_short(shown)}") from None
+                        else:
+                            os.close(fd)
+                            fd = nfd
+                            continue
+                    # `name` is a symlink: splice its target into the path and walk again from the root.
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise InvalidParams(f"Too many levels of symbolic links: {_short(vpath)}")
                     try:
-                        nfd = os.open(name, _O_DIR, dir_fd=fd)
+                        target = os.readlink(name, dir_fd=fd)
                     except OSError as exc:
-                        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-                            restart_with = pending  # swapped between stat and open: never followed, retry
-                            break
-                        raise
-                    os.close(fd)
-                    fd = nfd
-                    done.append(name)
-                    i += 1
+                        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                            raise
+                        restart_with = pending  # it changed under us: look again
+                        restarts += 1
+                        break
+                    here = "/" + "/".join(parts[:i])
+                    new = self._link_target_vpath(here, target, vpath)
+                    rest = "/".join(parts[i + 1:])
+                    restart_with = self.normalize(new.rstrip("/") + "/" + rest) if rest else new
+                    break
                 if restart_with is None:  # pragma: no cover - the loop always returns or breaks
                     raise AssertionError("unreachable")
-                if restart_with == pending:
-                    restarts += 1
-                    if restarts > _RETRIES:
-                        raise Conflict(f"Path keeps changing while it is resolved: {_short(shown)}")
+                if restarts > _RETRIES:
+                    raise Conflict(f"Path keeps changing while it is resolved: {_short(vpath)}")
                 pending = restart_with
                 os.close(fd)
             except BaseException:
@@ -325,14 +335,14 @@ class VirtualRoot:
     def rmdir(self, vpath: Any) -> None:
         with self.locate(vpath, follow_last=False) as loc:
             if loc.is_root:
-                raise PathOutsideRoot("The virtual root itself cannot be removed")
+                raise Forbidden("The virtual root itself cannot be removed")
             os.rmdir(loc.name, dir_fd=loc.dir_fd)
 
     def rmtree(self, vpath: Any) -> None:
         """Remove a directory tree without ever following a symlink (shutil's fd-based walk)."""
         with self.locate(vpath, follow_last=False) as loc:
             if loc.is_root:
-                raise PathOutsideRoot("The virtual root itself cannot be removed")
+                raise Forbidden("The virtual root itself cannot be removed")
             st = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
             if not stat_mod.S_ISDIR(st.st_mode):
                 raise Conflict(f"Not a directory: {_short(loc.vpath)}")

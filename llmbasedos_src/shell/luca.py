@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import posixpath
 import signal
@@ -37,11 +38,11 @@ def default_url(state_dir: Path) -> str:
     """The gateway URL `llmbasedos up` recorded for this state dir, else the standard port."""
     if os.environ.get("LLMBDO_URL"):
         return os.environ["LLMBDO_URL"]
-    recorded = state_dir / "run" / "gateway.url"
-    with contextlib.suppress(OSError):
-        url = recorded.read_text(encoding="utf-8").strip()
-        if url:
-            return url.replace("http://", "ws://", 1).rstrip("/") + "/ws"
+    # The gateway writes where it listens into the run dir (it may have picked a free port).
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        url = json.loads((state_dir / "run" / "gateway.json").read_text(encoding="utf-8")).get("url")
+        if isinstance(url, str) and url.startswith("http"):
+            return "ws" + url[4:].rstrip("/") + "/ws"
     return "ws://127.0.0.1:8000/ws"
 
 

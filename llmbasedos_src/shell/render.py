@@ -49,7 +49,7 @@ class Output:
             msg = exc.message if isinstance(exc, RPCError) else str(exc)
             self.console.out(json.dumps({"error": {"code": code, "message": msg}}), highlight=False)
         else:
-            self.console.print(f"[bold red]{_escape(line)}[/]")
+            self.console.print(f"[bold red]{_escape(line)}[/]", soft_wrap=True)
 
     def listing(self, entries: list[dict[str, Any]], long: bool) -> None:
         if self.json_mode:

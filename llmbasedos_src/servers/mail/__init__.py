@@ -1,1 +1,1 @@
-"""servers/mail"""
+"""The mail server: IMAP accounts, messages and calendar invitations, and sending over SMTP."""

@@ -1,1 +1,1 @@
-"""servers/sync"""
+"""The sync server: rclone jobs (copy, sync, move, check) with progress, confinement and persistence."""

@@ -66,7 +66,8 @@ def parse_location(what: str, text: str, vroot: VirtualRoot, remotes: Mapping[st
             raise errors.InvalidParams(f"{what}: on-the-fly backends (':backend:') are not allowed; "
                                        "use a remote from rclone.conf")
         if name not in remotes:
-            raise errors.InvalidParams(f"{what}: unknown remote {name!r} (see mcp.sync.listRemotes)")
+            raise errors.InvalidParams(f"{what}: unknown remote {name!r} (see mcp.sync.listRemotes; a local "
+                                       f"name with a ':' is written './{name}:...')")
         if rpath.startswith("-"):
             raise errors.InvalidParams(f"{what}: the path after the remote must not start with '-'")
         # '..' could climb above an alias or local remote's root; a remote path stays under its remote.

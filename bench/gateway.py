@@ -1,0 +1,222 @@
+"""Gateway throughput and latency: a cheap fs call through `/ws` against the same call direct to the backend.
+
+    python bench/gateway.py [--seconds 3] [--levels 1,16,64]
+
+Starts a real fs server (`mcp.fs.stat`; the test echo server's `mcp.echo.say` when the fs server cannot start)
+and a real gateway (`python -m llmbasedos.gateway`, port 0) on a fresh state directory, then for each level of
+concurrent in-flight calls measures calls/s, p50 and p99 through the gateway's WebSocket and directly on the
+backend's UNIX socket, in the same run. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from llmbasedos.rpc_client import RPCClient
+from websockets.asyncio.client import connect as ws_connect
+
+REPO = Path(__file__).resolve().parents[1]
+Caller = Callable[[str, Any], Awaitable[Any]]
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=str(REPO))
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class _WsCaller:
+    """A lean multiplexing client: one reader task resolves futures by id."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            msg = orjson.loads(raw)
+            fut = self.pending.pop(msg.get("id"), None)
+            if fut is not None and not fut.done():
+                if "error" in msg:
+                    fut.set_exception(RuntimeError(msg["error"]["message"]))
+                else:
+                    fut.set_result(msg["result"])
+
+    async def __call__(self, method: str, params: Any) -> Any:
+        rid = next(self.ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        await self.ws.send(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}).decode())
+        return await fut
+
+
+async def _measure(call: Caller, method: str, params: Any, in_flight: int, seconds: float) -> dict[str, Any]:
+    for _ in range(50):  # warm-up
+        await call(method, params)
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        perf = time.perf_counter
+        while perf() < stop_at:
+            t0 = perf()
+            await call(method, params)
+            latencies.append(perf() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "calls": n,
+        "calls_per_s": round(n / elapsed, 1),
+        "p50_ms": round(latencies[n // 2] * 1000, 3),
+        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
+    }
+
+
+async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: str, method: str, params: Any,
+               levels: list[int], seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    direct = await RPCClient.connect_unix(socket_path)
+    ws_url = url.replace("http://", "ws://") + "/ws"
+    async with ws_connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
+                          compression=None) as ws:
+        via = _WsCaller(ws)
+        for level in levels:
+            gw = await _measure(via, method, params, level, seconds)
+            dr = await _measure(lambda m, p: direct.call(m, p), method, params, level, seconds)
+            results[str(level)] = {
+                "gateway_ws": gw,
+                "direct_socket": dr,
+                "ratio_calls_per_s": round(gw["calls_per_s"] / dr["calls_per_s"], 3),
+            }
+        via.reader.cancel()
+    await direct.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per level and path")
+    parser.add_argument("--levels", default="1,16,64", help="concurrent in-flight calls, comma-separated")
+    parser.add_argument("--backend", choices=["fs", "echo"], default="fs",
+                        help="fs (mcp.fs.stat; falls back to echo if the fs server cannot start) or echo")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+
+    state = Path(tempfile.mkdtemp(prefix="lbbench", dir="/tmp"))
+    run_dir = state / "run"
+    root = state / "user_files"
+    root.mkdir(parents=True)
+    config_dir = state / "config"
+    config_dir.mkdir()
+    # No licence means the FREE tier: open it to every method with a rate limit that the run cannot reach,
+    # so the limiter still counts every call as it does in production.
+    (config_dir / "licence_tiers.yaml").write_text(
+        "FREE:\n  allowed_capabilities: ['*']\n  rate_limit_requests: 1000000\n  rate_limit_window_seconds: 60\n"
+        "  requests_per_day: null\n", encoding="utf-8")
+    (root / "hello.txt").write_text("hello\n", encoding="utf-8")
+    env = {**os.environ, "LLMBDO_STATE_DIR": str(state), "LLMBDO_RUN_DIR": str(run_dir),
+           "LLMBDO_VIRTUAL_ROOT": str(root), "LLMBDO_LOG_LEVEL": "WARNING", "LLMBDO_GATEWAY_PORT": "0",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        backend, method, params = "fs", "mcp.fs.stat", {"path": "hello.txt"}
+        try:
+            if args.backend != "fs":
+                raise RuntimeError("echo asked for")
+            proc = _start("llmbasedos.servers.fs", env, state / "fs.log")
+            procs.append(proc)
+            _wait(lambda: (run_dir / "fs.cap.json").exists(), 60, "fs server", proc)
+        except RuntimeError:
+            backend, method, params = "echo", "mcp.echo.say", {"text": "hello"}
+            proc = _start("tests.support.echo_server", env, state / "echo.log")
+            procs.append(proc)
+            _wait(lambda: (run_dir / "echo.cap.json").exists(), 30, "echo server", proc)
+        cap = _read_json(run_dir / f"{backend}.cap.json")
+        gateway = _start("llmbasedos.gateway", env, state / "gateway.log")
+        procs.append(gateway)
+        endpoint = _wait(lambda: _read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
+        token_file = state / "data" / "owner.token"
+        token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else "bench"
+        results = asyncio.run(_run(run_dir, backend, cap["socket"], token, endpoint["url"], method, params, levels,
+                                   args.seconds))
+        at16 = results.get("16")
+        out = {
+            "benchmark": "gateway",
+            "call": method,
+            "backend": backend,
+            "cores": os.cpu_count(),
+            "seconds_per_measure": args.seconds,
+            "levels": results,
+            "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
+        }
+        if at16 is not None:
+            out["goal_at_16"] = {
+                "calls_per_s_ge_5000": at16["gateway_ws"]["calls_per_s"] >= 5000,
+                "ratio_ge_0.3": at16["ratio_calls_per_s"] >= 0.3,
+                "p99_lt_10ms": at16["gateway_ws"]["p99_ms"] < 10,
+            }
+        print(json.dumps(out))
+    except BaseException:
+        for log in sorted(state.glob("*.log")):
+            sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}\n")
+        raise
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(Exception):
+                _stop(proc)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

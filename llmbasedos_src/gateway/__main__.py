@@ -1,0 +1,73 @@
+"""`python -m llmbasedos.gateway`: serve the gateway with uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from ..logs import setup_logging
+from ..settings import Settings
+from .app import create_app
+from .config import ConfigError, GatewayConfig
+from .policy import Policy
+
+log = logging.getLogger("llmbasedos.gateway")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _ws_implementation() -> str:
+    # The sans-I/O implementation is the leaner one; older uvicorn releases only have the legacy one.
+    from uvicorn.config import WS_PROTOCOLS
+
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        config = GatewayConfig.from_env()
+    except ConfigError as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    try:
+        policy = Policy.load(settings)
+    except Exception as exc:  # a bad licence or tiers file: say which and stop, no traceback
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    try:
+        sock = _bind(config.host, config.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
+        policy.close()
+        raise SystemExit(2) from None
+    port = sock.getsockname()[1]
+    bound = GatewayConfig(host=config.host, port=port, allow_remote=config.allow_remote,
+                          call_timeout=config.call_timeout, socket_path=config.socket_path)
+    app = create_app(settings, bound, policy=policy)
+    server = uvicorn.Server(uvicorn.Config(
+        app, loop="uvloop", http="httptools", ws=_ws_implementation(), lifespan="on",
+        # The access log would print query strings, and `?token=` is one: it stays off.
+        access_log=False, log_config=None, ws_max_size=settings.max_frame, ws_per_message_deflate=False,
+        timeout_graceful_shutdown=5, server_header=False,
+    ))
+    log.info("gateway listening on http://%s:%d", config.host, port)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

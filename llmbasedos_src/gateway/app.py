@@ -1,0 +1,93 @@
+"""The ASGI app: `/ws`, `/health`, `/status`, `/metrics`, and the lifespan that runs the `Gateway`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from ..mcp_server_framework import atomic_write_text
+from ..protocol import errors
+from ..settings import Settings
+from .auth import bearer_token, install_token_redactor, refusal_response, remote_of
+from .config import GatewayConfig
+from .mcp_http import McpHttpEndpoint
+from .policy import ClientIdentity, Policy
+from .runtime import VERSION, Gateway
+from .ws import ws_endpoint
+
+__all__ = ["create_app", "ENDPOINT_FILE"]
+
+ENDPOINT_FILE = "gateway.json"  # in the run dir: where the gateway listens, for tools that started it on port 0
+
+
+def _authenticate(request: Request) -> ClientIdentity | Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        return gateway.policy.authenticate(bearer_token(request.headers), transport="http",
+                                           remote=remote_of(request))
+    except errors.RPCError as exc:
+        return refusal_response(exc)
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def status(request: Request) -> Response:
+    who = _authenticate(request)
+    if isinstance(who, Response):
+        return who
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse(gateway.status())
+
+
+async def metrics(request: Request) -> Response:
+    who = _authenticate(request)
+    if isinstance(who, Response):
+        return who
+    gateway: Gateway = request.app.state.gateway
+    return PlainTextResponse(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(settings: Settings | None = None, config: GatewayConfig | None = None, *,
+               policy: Policy | None = None) -> FastAPI:
+    """Build the gateway app. The gateway starts and stops with the app's lifespan."""
+    settings = settings or Settings.from_env()
+    config = config or GatewayConfig()
+    install_token_redactor()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = Gateway(settings, config, policy or Policy.load(settings))
+        app.state.gateway = gateway
+        endpoint = settings.run_dir / ENDPOINT_FILE
+        announced = False
+        try:
+            await gateway.start()
+            if config.port:
+                host = f"[{config.host}]" if ":" in config.host else config.host
+                atomic_write_text(endpoint, json.dumps({"url": f"http://{host}:{config.port}",
+                                                        "port": config.port, "pid": os.getpid()}))
+                announced = True
+            yield
+        finally:
+            if announced:
+                with contextlib.suppress(FileNotFoundError):
+                    endpoint.unlink()
+            await gateway.stop()
+
+    app = FastAPI(title="llmbasedos gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/status", status, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    app.router.routes.append(WebSocketRoute("/ws", ws_endpoint))
+    app.router.routes.append(Route("/mcp", McpHttpEndpoint()))  # standard MCP; every HTTP method
+    return app

@@ -1,0 +1,269 @@
+"""Per-client rate limits (sliding window), daily request quotas and daily LLM token use.
+
+Counting happens in memory under a lock, so `admit` is O(1), exact under any concurrency (asyncio tasks or
+threads), and does no I/O. The counters are written to SQLite (`usage` and `rate_windows` tables of the
+gateway database) by `flush()`, which the policy calls every half second and at close, so a restart keeps
+them. Days are UTC days.
+
+The rate limit is exact: a client with a limit of N requests per W seconds never has more than N requests
+admitted in any W-second span. It keeps the times of the last N admitted requests in a ring; a request is
+admitted when the oldest of them is at least W seconds old.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..protocol.errors import QuotaExceeded, RateLimited
+from .tokens import connect
+
+__all__ = ["Limiter", "Remaining", "DAY_SECONDS"]
+
+DAY_SECONDS = 86400
+_KEEP_DAYS = 90
+_SMALL_WINDOW = 4096  # rate windows up to this many requests are written at every flush
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    client_id TEXT NOT NULL,
+    day INTEGER NOT NULL,          -- days since 1970-01-01 UTC
+    requests INTEGER NOT NULL,
+    llm_tokens INTEGER NOT NULL,
+    PRIMARY KEY (client_id, day)
+);
+CREATE TABLE IF NOT EXISTS rate_windows (
+    client_id TEXT PRIMARY KEY,
+    stamps BLOB NOT NULL           -- admitted request times, oldest first, float64 native order
+);
+"""
+
+
+def _retry(seconds: float) -> float:
+    return max(0.001, math.ceil(seconds * 1000) / 1000)
+
+
+class _State:
+    __slots__ = ("capacity", "day", "dirty", "head", "requests", "stamps", "stamps_dirty", "tokens", "window")
+
+    def __init__(self, day: int) -> None:
+        self.stamps = array("d")
+        self.head = 0  # index of the oldest stamp once the ring is full
+        self.capacity: int | None = None
+        self.window = 0.0
+        self.day = day
+        self.requests = 0
+        self.tokens = 0
+        self.dirty = False
+        self.stamps_dirty = False
+
+    def ordered(self) -> array[float]:
+        return self.stamps[self.head:] + self.stamps[: self.head]
+
+    def resize(self, capacity: int) -> None:
+        ordered = self.ordered()
+        self.stamps = ordered[-capacity:] if len(ordered) > capacity else ordered
+        self.head = 0
+        self.capacity = capacity
+
+    def in_window(self, now: float, window: float) -> int:
+        start = now - window
+        return sum(1 for t in self.stamps if t > start)
+
+
+@dataclass(frozen=True)
+class Remaining:
+    requests_in_window: int | None  # None: unlimited
+    requests_today: int | None
+    llm_tokens_today: int | None
+    requests_used_today: int
+    llm_tokens_used_today: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests_in_window": self.requests_in_window,
+            "requests_today": self.requests_today,
+            "llm_tokens_today": self.llm_tokens_today,
+            "requests_used_today": self.requests_used_today,
+            "llm_tokens_used_today": self.llm_tokens_used_today,
+        }
+
+
+class Limiter:
+    def __init__(self, db_path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._states: dict[str, _State] = {}
+        self._conn = connect(db_path)
+        self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._load()
+
+    def _today(self, now: float) -> int:
+        return int(now // DAY_SECONDS)
+
+    def _load(self) -> None:
+        today = self._today(self._clock())
+        self._conn.execute("DELETE FROM usage WHERE day < ?", (today - _KEEP_DAYS,))
+        for client_id, requests, tokens in self._conn.execute(
+            "SELECT client_id, requests, llm_tokens FROM usage WHERE day = ?", (today,)
+        ):
+            st = self._states.setdefault(client_id, _State(today))
+            st.requests, st.tokens = int(requests), int(tokens)
+        for client_id, blob in self._conn.execute("SELECT client_id, stamps FROM rate_windows"):
+            st = self._states.setdefault(client_id, _State(today))
+            stamps = array("d")
+            stamps.frombytes(bytes(blob)[: len(blob) - len(blob) % stamps.itemsize])
+            st.stamps = stamps
+
+    def _state(self, client_id: str, now: float) -> _State:
+        day = self._today(now)
+        st = self._states.get(client_id)
+        if st is None:
+            st = self._states[client_id] = _State(day)
+        elif st.day != day:
+            st.day, st.requests, st.tokens, st.dirty = day, 0, 0, True
+        return st
+
+    def admit(self, client_id: str, rate: int | None, window: float, per_day: int | None) -> None:
+        """Count one request, or raise RateLimited / QuotaExceeded (data.retry_after, seconds) without counting."""
+        with self._lock:
+            now = self._clock()
+            st = self._state(client_id, now)
+            st.window = window
+            if per_day is not None and st.requests >= per_day:
+                raise QuotaExceeded(
+                    f"Daily request quota of {per_day} used up",
+                    {"retry_after": _retry((st.day + 1) * DAY_SECONDS - now), "limit": per_day},
+                )
+            if rate is not None:
+                if st.capacity != rate:
+                    st.resize(rate)
+                stamps = st.stamps
+                if len(stamps) < rate:
+                    stamps.append(now)
+                else:
+                    oldest = stamps[st.head]
+                    if oldest > now + window:  # the clock went back: forget the future
+                        stamps[:] = array("d")
+                        st.head = 0
+                        stamps.append(now)
+                    else:
+                        wait = oldest + window - now
+                        if wait > 0:
+                            raise RateLimited(
+                                f"Rate limit of {rate} requests per {window:g} s reached",
+                                {"retry_after": _retry(wait), "limit": rate, "window": window},
+                            )
+                        stamps[st.head] = now
+                        st.head = (st.head + 1) % rate
+            st.requests += 1
+            st.dirty = True
+            st.stamps_dirty = rate is not None or st.stamps_dirty
+
+    def tokens_left(self, client_id: str, per_day: int | None) -> int | None:
+        """LLM tokens this client may still use today (None: unlimited)."""
+        if per_day is None:
+            return None
+        with self._lock:
+            st = self._state(client_id, self._clock())
+            return max(0, per_day - st.tokens)
+
+    def seconds_to_tomorrow(self) -> float:
+        now = self._clock()
+        return _retry((self._today(now) + 1) * DAY_SECONDS - now)
+
+    def add_tokens(self, client_id: str, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            st = self._state(client_id, self._clock())
+            st.tokens += tokens
+            st.dirty = True
+
+    def remaining(
+        self, client_id: str, rate: int | None, window: float, per_day: int | None, tokens_per_day: int | None
+    ) -> Remaining:
+        with self._lock:
+            now = self._clock()
+            st = self._state(client_id, now)
+            return Remaining(
+                requests_in_window=None if rate is None else max(0, rate - st.in_window(now, window)),
+                requests_today=None if per_day is None else max(0, per_day - st.requests),
+                llm_tokens_today=None if tokens_per_day is None else max(0, tokens_per_day - st.tokens),
+                requests_used_today=st.requests,
+                llm_tokens_used_today=st.tokens,
+            )
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Today's use per client that has any."""
+        with self._lock:
+            now = self._clock()
+            today = self._today(now)
+            out: dict[str, dict[str, int]] = {}
+            for client_id, st in self._states.items():
+                requests, tokens = (st.requests, st.tokens) if st.day == today else (0, 0)
+                in_window = st.in_window(now, st.window) if st.window else 0
+                if requests or tokens or in_window:
+                    out[client_id] = {
+                        "requests_today": requests, "llm_tokens_today": tokens, "requests_in_window": in_window,
+                    }
+            return out
+
+    def flush(self, windows: bool = True) -> int:
+        """Write changed counters to SQLite; returns how many clients were written.
+
+        With `windows` False, rate windows bigger than a few thousand requests wait for a later flush: they
+        are megabytes at high limits, and losing a few seconds of one in a crash only eases the limit.
+        """
+        with self._flush_lock:
+            with self._lock:
+                rows: list[tuple[str, int, int, int]] = []
+                stamps: list[tuple[str, bytes]] = []
+                for client_id, st in self._states.items():
+                    if st.dirty:
+                        rows.append((client_id, st.day, st.requests, st.tokens))
+                        st.dirty = False
+                    if st.stamps_dirty and (windows or len(st.stamps) <= _SMALL_WINDOW):
+                        stamps.append((client_id, st.ordered().tobytes()))
+                        st.stamps_dirty = False
+            if not rows and not stamps:
+                return 0
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "INSERT INTO usage (client_id, day, requests, llm_tokens) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (client_id, day) DO UPDATE SET requests = excluded.requests, "
+                    "llm_tokens = excluded.llm_tokens",
+                    rows,
+                )
+                self._conn.executemany(
+                    "INSERT INTO rate_windows (client_id, stamps) VALUES (?, ?) "
+                    "ON CONFLICT (client_id) DO UPDATE SET stamps = excluded.stamps",
+                    stamps,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                with self._lock:  # try again at the next flush
+                    for client_id, *_ in rows:
+                        if client_id in self._states:
+                            self._states[client_id].dirty = True
+                    for client_id, _blob in stamps:
+                        if client_id in self._states:
+                            self._states[client_id].stamps_dirty = True
+                raise
+            return len({r[0] for r in rows} | {s[0] for s in stamps})
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._conn.close()

@@ -1,0 +1,21 @@
+"""LLM providers: one class per wire format, chosen by the alias's `provider` key."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..registry import ModelConfig
+from .anthropic import AnthropicProvider
+from .base import ChatResult, Delta, EmbedResult, Provider, ProviderUnreachable, StreamEnd, Usage
+from .openai_compat import OpenAICompatProvider
+
+__all__ = [
+    "AnthropicProvider", "OpenAICompatProvider", "Provider", "ProviderUnreachable", "ChatResult", "Delta",
+    "StreamEnd", "EmbedResult", "Usage", "make_provider",
+]
+
+
+def make_provider(cfg: ModelConfig, transport: httpx.AsyncBaseTransport | None = None) -> Provider:
+    if cfg.provider == "anthropic":
+        return AnthropicProvider(cfg, transport)
+    return OpenAICompatProvider(cfg, transport)

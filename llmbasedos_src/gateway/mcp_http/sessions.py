@@ -1,0 +1,107 @@
+"""Sessions of the 2025-11-25 (initialize-based) era: who holds a `Mcp-Session-Id`, what runs in it, and the
+GET stream that carries server notifications (list_changed) to it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from ..policy import ClientIdentity
+
+__all__ = ["McpSession", "SessionStore", "IDLE_TIMEOUT", "MAX_SESSIONS"]
+
+IDLE_TIMEOUT = 3600.0  # seconds without a request before a session is forgotten
+MAX_SESSIONS = 10_000
+_STREAM_BACKLOG = 1000
+
+
+class McpSession:
+    __slots__ = (
+        "client",
+        "closed",
+        "created",
+        "id",
+        "initialized",
+        "last_seen",
+        "protocol_version",
+        "stream",
+        "tasks",
+    )
+
+    def __init__(self, client: ClientIdentity, protocol_version: str) -> None:
+        self.id = secrets.token_hex(16)
+        self.client = client
+        self.protocol_version = protocol_version
+        self.created = self.last_seen = time.monotonic()
+        self.initialized = False
+        self.tasks: dict[Any, asyncio.Task[Any]] = {}
+        self.stream: asyncio.Queue[bytes | None] | None = None
+        self.closed = False
+
+    def push(self, event: bytes) -> None:
+        """Queue a server notification for the GET stream, if one is open; a stream nobody reads drops it."""
+        if self.stream is not None and self.stream.qsize() < _STREAM_BACKLOG:
+            self.stream.put_nowait(event)
+
+    def close(self) -> None:
+        self.closed = True
+        for task in list(self.tasks.values()):
+            task.cancel()
+        if self.stream is not None:
+            self.stream.put_nowait(None)
+
+
+class SessionStore:
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_sessions: int = MAX_SESSIONS) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, McpSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sessions.values()))
+
+    def create(self, client: ClientIdentity, protocol_version: str) -> McpSession:
+        if len(self._sessions) >= self.max_sessions:
+            self.sweep()
+            if len(self._sessions) >= self.max_sessions:
+                oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
+                self.remove(oldest.id)
+        session = McpSession(client, protocol_version)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, client: ClientIdentity) -> McpSession | None:
+        """The live session with this id held by this client; None if unknown, expired or someone else's."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_seen > self.idle_timeout and not session.tasks and session.stream is None:
+            self.remove(session_id)
+            return None
+        if session.client != client:
+            return None
+        session.last_seen = now
+        return session
+
+    def remove(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for sid, s in list(self._sessions.items()):
+            if now - s.last_seen > self.idle_timeout and not s.tasks and s.stream is None:
+                self.remove(sid)
+
+    def close(self) -> None:
+        for sid in list(self._sessions):
+            self.remove(sid)

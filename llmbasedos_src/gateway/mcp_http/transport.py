@@ -1,0 +1,521 @@
+"""The standard MCP door `/mcp`: Streamable HTTP in both eras, as a plain ASGI endpoint.
+
+Every request is first checked like on `/ws`: a browser `Origin` off the allowlist (or, on a loopback bind, a
+`Host` that is not a loopback name) gets 403, a missing or bad token 401 (`Authorization: Bearer`, or `?token=`
+for clients that cannot set headers). Then the era is chosen the way the official SDK chooses it: an
+`MCP-Protocol-Version` header that names a handshake-era version, or none at all, is the 2025-11-25 era
+(`initialize`, `Mcp-Session-Id`, GET stream, DELETE); any other version is the stateless 2026-07-28 era, where
+each POST carries its own `_meta` envelope and `Mcp-Method`/`Mcp-Name` headers checked against the body.
+
+Answers are JSON, or an SSE stream when the client only accepts SSE or asked for progress on a tool call.
+Closing the response stream (or, in a session, `notifications/cancelled`) cancels the call, backend included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
+)
+from starlette.types import Message, Receive, Scope, Send
+
+from ...protocol import errors
+from ..auth import bearer_token, refusal_response
+from ..config import is_loopback
+from .service import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, McpCall, McpService
+from .sessions import McpSession, SessionStore
+
+if TYPE_CHECKING:
+    from ..policy import ClientIdentity
+    from ..runtime import Gateway
+
+__all__ = ["McpHttpEndpoint", "McpDoor"]
+
+log = logging.getLogger("llmbasedos.gateway.mcp_http")
+
+_AUTH_TTL = 2.0  # seconds an authenticated token is trusted before the policy is asked again
+_KEEPALIVE = 15.0
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform"),
+                (b"x-accel-buffering", b"no")]
+_CANCELLED_NOTIFICATION = "notifications/cancelled"
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _sse(message: Any) -> bytes:
+    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
+
+
+def _error(rid: Any, exc: errors.RPCError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "error": exc.to_error()}
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _accepts(headers: dict[str, str]) -> tuple[bool, bool]:
+    """(json, sse) acceptable to the client, with wildcards."""
+    accept = headers.get("accept", "")
+    if not accept:
+        return True, False
+    types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    anything = "*/*" in types
+    return (anything or "application/json" in types or "application/*" in types,
+            anything or "text/event-stream" in types or "text/*" in types)
+
+
+async def _send_json(send: Send, status: int, message: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(message)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_empty(send: Send, status: int, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", b"0"), *(extra or [])]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            return None
+        chunks.append(body)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            on_disconnect()
+            return
+
+
+def _rejection(rid: Any, rejection: InboundLadderRejection) -> tuple[int, dict[str, Any]]:
+    error: dict[str, Any] = {"code": rejection.code, "message": rejection.message}
+    if rejection.data is not None:
+        error["data"] = rejection.data
+    return ERROR_CODE_HTTP_STATUS.get(rejection.code, 400), {"jsonrpc": "2.0", "id": rid, "error": error}
+
+
+class McpDoor:
+    """`/mcp` for one running gateway: sessions, the token cache and the MCP service."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.policy = gateway.policy
+        self.service = McpService(gateway)
+        self.sessions = SessionStore()
+        self.max_body = gateway.settings.max_frame
+        self.loopback_only = is_loopback(gateway.config.host)
+        self._auth: dict[str, tuple[float, ClientIdentity]] = {}
+        self.service.on_tools_changed(self._tools_changed)
+
+    def _tools_changed(self) -> None:
+        event = _sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        for session in self.sessions:
+            session.push(event)
+
+    # -- the front checks ------------------------------------------------------------------------------
+
+    def _host_ok(self, headers: dict[str, str]) -> bool:
+        if not self.loopback_only:
+            return True
+        host = headers.get("host")
+        if host is None:
+            return True
+        try:
+            name = urlsplit("//" + host).hostname
+        except ValueError:
+            return False
+        return name in _LOOPBACK_NAMES
+
+    def _client(self, scope: Scope, headers: dict[str, str]) -> ClientIdentity:
+        token = bearer_token(headers)
+        if token is None and scope.get("query_string"):
+            token = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("token")
+        now = time.monotonic()
+        if token:
+            cached = self._auth.get(token)
+            if cached is not None and now - cached[0] < _AUTH_TTL:
+                return cached[1]
+        client = self.policy.authenticate(token, transport="mcp", remote=scope["client"][0] if scope.get("client")
+                                          else "")
+        if token:
+            if len(self._auth) > 10_000:
+                self._auth.clear()
+            self._auth[token] = (now, client)
+        return client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_headers = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in raw_headers}
+        if not self.policy.check_origin(headers.get("origin")) or not self._host_ok(headers):
+            log.warning("refused an MCP request from a foreign origin or host")
+            await refusal_response(errors.Forbidden("Origin not allowed"))(scope, receive, send)
+            return
+        try:
+            client = self._client(scope, headers)
+        except errors.RPCError as exc:
+            await refusal_response(exc)(scope, receive, send)
+            return
+        method = scope["method"]
+        version = headers.get("mcp-protocol-version")
+        modern_header = version is not None and version not in HANDSHAKE_VERSIONS
+        try:
+            if method == "POST":
+                await self._post(scope, receive, send, headers, client, modern_header)
+            elif modern_header:
+                await _send_empty(send, 405, [(b"allow", b"POST")])
+            elif method == "GET":
+                await self._get(receive, send, headers, client)
+            elif method == "DELETE":
+                await self._delete(send, headers, client)
+            else:
+                await _send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
+        except _Disconnected:
+            return
+
+    # -- POST ------------------------------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
+                    client: ClientIdentity, modern_header: bool) -> None:
+        wants_json, wants_sse = _accepts(headers)
+        if not (wants_json or wants_sse):
+            await _send_json(send, 406, _error(None, errors.InvalidRequest(
+                "Not Acceptable: the client must accept application/json or text/event-stream")))
+            return
+        content_type = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            await _send_json(send, 415, _error(None, errors.InvalidRequest(
+                "Unsupported Media Type: the body must be application/json")))
+            return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _send_json(send, 413, _error(None, errors.PayloadTooLarge(
+                f"Request body is larger than {self.max_body} bytes")))
+            return
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            await _send_json(send, 413, _error(None, errors.PayloadTooLarge(
+                f"Request body is larger than {self.max_body} bytes")))
+            return
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await _send_json(send, 400, _error(None, errors.ParseError("Parse error: the body is not valid JSON")))
+            return
+        if isinstance(message, list):
+            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+                "Batches are not supported: send one JSON-RPC message per request")))
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+                'The body must be one JSON-RPC 2.0 message (with "jsonrpc": "2.0")')))
+            return
+        modern = modern_header or ("mcp-session-id" not in headers and "mcp-protocol-version" not in headers
+                                   and message.get("method") != "initialize" and _has_envelope(message))
+        if modern:
+            await self._post_modern(scope, receive, send, headers, client, message, wants_json, wants_sse)
+        else:
+            await self._post_session(receive, send, headers, client, message, wants_json, wants_sse)
+
+    async def _post_modern(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
+                           client: ClientIdentity, message: dict[str, Any], wants_json: bool,
+                           wants_sse: bool) -> None:
+        if "id" not in message:
+            if "method" not in message or not isinstance(message["method"], str):
+                await _send_json(send, 400, _error(None, errors.InvalidRequest(
+                    "The body must be a single JSON-RPC request or notification")))
+                return
+            rejected = unsupported_protocol_version_rejection(headers.get("mcp-protocol-version", ""))
+            if rejected is not None:
+                status, answer = _rejection(None, rejected)
+                await _send_json(send, status, answer)
+                return
+            await _send_empty(send, 202)  # no client notification acts on anything in this era
+            return
+        rid = message["id"]
+        method = message.get("method")
+        params = message.get("params", {})
+        if not _valid_id(rid) or not isinstance(method, str) or not isinstance(params, dict):
+            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+                "The body must be a single JSON-RPC request: string or integer id, string method, object params")))
+            return
+        duplicated = find_duplicated_routing_header((k.decode("latin-1"), "") for k, _ in scope["headers"])
+        if duplicated is not None:
+            status, answer = _rejection(rid, InboundLadderRejection(errors.MCP_HEADER_MISMATCH,
+                                                                    f"{duplicated} header appears more than once"))
+            await _send_json(send, status, answer)
+            return
+        verdict = classify_inbound_request(message, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            status, answer = _rejection(rid, verdict)
+            await _send_json(send, status, answer)
+            return
+        call = McpCall(client, True, rid, _progress_token(params))
+        await self._answer(receive, send, call, method, params, wants_json, wants_sse, modern=True)
+
+    async def _post_session(self, receive: Receive, send: Send, headers: dict[str, str], client: ClientIdentity,
+                            message: dict[str, Any], wants_json: bool, wants_sse: bool) -> None:
+        method = message.get("method")
+        rid = message.get("id")
+        if method == "initialize":
+            await self._initialize(send, client, message, wants_json)
+            return
+        session_id = headers.get("mcp-session-id")
+        if not session_id:
+            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+                "Bad Request: Missing session ID (send initialize first, then the Mcp-Session-Id it returns)")))
+            return
+        session = self.sessions.get(session_id, client)
+        if session is None:
+            await _send_json(send, 404, _error(rid if _valid_id(rid) else None, errors.RPCError(
+                "Session not found: it expired or was closed; initialize a new one", code=-32001)))
+            return
+        if method is None:
+            await _send_empty(send, 202)  # a response to a server request: this server sends none
+            return
+        params = message.get("params", {})
+        if not isinstance(method, str) or not isinstance(params, dict) or ("id" in message and not _valid_id(rid)):
+            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+                "Invalid JSON-RPC message: string or integer id, string method, object params")))
+            return
+        if "id" not in message:
+            self._session_notification(session, method, params)
+            await _send_empty(send, 202)
+            return
+        if rid in session.tasks:
+            await _send_json(send, 200, _error(rid, errors.InvalidRequest(f"Request id {rid!r} already in flight")))
+            return
+        call = McpCall(client, False, rid, _progress_token(params))
+        await self._answer(receive, send, call, method, params, wants_json, wants_sse, modern=False, session=session)
+
+    async def _initialize(self, send: Send, client: ClientIdentity, message: dict[str, Any],
+                          wants_json: bool) -> None:
+        rid = message.get("id")
+        params = message.get("params")
+        if not _valid_id(rid) or not isinstance(params, dict):
+            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+                "initialize must be a request with an id and object params")))
+            return
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            await _send_json(send, 200, _error(rid, errors.InvalidParams("params.protocolVersion must be a string")))
+            return
+        version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        session = self.sessions.create(client, version)
+        answer = {"jsonrpc": "2.0", "id": rid, "result": self.service.initialize_result(version)}
+        extra = [(b"mcp-session-id", session.id.encode())]
+        if wants_json:
+            await _send_json(send, 200, answer, extra)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
+            await send({"type": "http.response.body", "body": _sse(answer)})
+
+    def _session_notification(self, session: McpSession, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/initialized":
+            session.initialized = True
+        elif method == _CANCELLED_NOTIFICATION:
+            task = session.tasks.get(params.get("requestId"))
+            if task is not None:
+                task.cancel()
+
+    # -- answering one request -------------------------------------------------------------------------
+
+    async def _answer(self, receive: Receive, send: Send, call: McpCall, method: str, params: dict[str, Any],
+                      wants_json: bool, wants_sse: bool, *, modern: bool, session: McpSession | None = None) -> None:
+        stream = wants_sse and (not wants_json or (call.progress_token is not None and method == "tools/call"))
+        rid = call.request_id
+        if not stream and method != "tools/call":
+            # Quick methods: no task, no disconnect watch.
+            status, answer = await self._run(call, method, params, modern)
+            await _send_json(send, status, answer)
+            return
+        queue: asyncio.Queue[bytes | None] | None = None
+        if stream:
+            queue = asyncio.Queue()
+            q = queue
+
+            def notify(n_method: str, n_params: dict[str, Any]) -> None:
+                q.put_nowait(_sse({"jsonrpc": "2.0", "method": n_method, "params": n_params}))
+            call.notify = notify
+        task = asyncio.get_running_loop().create_task(self._run(call, method, params, modern))
+        if session is not None:
+            session.tasks[rid] = task
+
+        def gone() -> None:
+            call.disconnected.set()
+            task.cancel()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
+        try:
+            if queue is None:
+                try:
+                    status, answer = await task
+                except asyncio.CancelledError:
+                    if call.disconnected.is_set():
+                        return
+                    status, answer = 200, _error(rid, errors.Cancelled("Request cancelled"))
+                await _send_json(send, status, answer)
+                return
+            task.add_done_callback(lambda _t: queue.put_nowait(None))  # type: ignore[union-attr]
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                except TimeoutError:
+                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                    continue
+                if event is None:
+                    break
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            if task.cancelled():
+                if call.disconnected.is_set():
+                    return
+                answer = _error(rid, errors.Cancelled("Request cancelled"))
+            else:
+                answer = task.result()[1]
+            await send({"type": "http.response.body", "body": _sse(answer), "more_body": False})
+        except OSError:
+            task.cancel()
+        finally:
+            watcher.cancel()
+            if session is not None:
+                session.tasks.pop(rid, None)
+
+    async def _run(self, call: McpCall, method: str, params: dict[str, Any],
+                   modern: bool) -> tuple[int, dict[str, Any]]:
+        rid = call.request_id
+        try:
+            result = await self.service.handle(call, method, params)
+        except errors.RPCError as exc:
+            status = ERROR_CODE_HTTP_STATUS.get(exc.code, 200) if modern else 200
+            return status, _error(rid, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("MCP method %s failed unexpectedly", method)
+            return 200, _error(rid, errors.InternalError())
+        return 200, {"jsonrpc": "2.0", "id": rid, "result": result}
+
+    # -- GET and DELETE (sessions) ---------------------------------------------------------------------
+
+    async def _get(self, receive: Receive, send: Send, headers: dict[str, str], client: ClientIdentity) -> None:
+        _, wants_sse = _accepts(headers)
+        if not wants_sse or "text/event-stream" not in headers.get("accept", ""):
+            await _send_json(send, 406, _error(None, errors.InvalidRequest(
+                "Not Acceptable: the GET stream is text/event-stream")))
+            return
+        session = await self._session_of(send, headers, client)
+        if session is None:
+            return
+        if session.stream is not None:
+            await _send_json(send, 409, _error(None, errors.Conflict(
+                "Conflict: this session already has a GET stream open")))
+            return
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        session.stream = queue
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, lambda: queue.put_nowait(None)))
+        try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())]})
+            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                except TimeoutError:
+                    event = b": ping\n\n"
+                if event is None:
+                    break
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+            if session.stream is queue:
+                session.stream = None
+
+    async def _delete(self, send: Send, headers: dict[str, str], client: ClientIdentity) -> None:
+        session = await self._session_of(send, headers, client)
+        if session is None:
+            return
+        self.sessions.remove(session.id)
+        await _send_empty(send, 200)
+
+    async def _session_of(self, send: Send, headers: dict[str, str], client: ClientIdentity) -> McpSession | None:
+        session_id = headers.get("mcp-session-id")
+        if not session_id:
+            await _send_json(send, 400, _error(None, errors.InvalidRequest("Bad Request: Missing session ID")))
+            return None
+        session = self.sessions.get(session_id, client)
+        if session is None:
+            await _send_json(send, 404, _error(None, errors.RPCError("Session not found", code=-32001)))
+        return session
+
+    def close(self) -> None:
+        self.sessions.close()
+
+
+def _progress_token(params: dict[str, Any]) -> Any:
+    meta = params.get("_meta")
+    return meta.get("progressToken") if isinstance(meta, dict) else None
+
+
+def _has_envelope(message: dict[str, Any]) -> bool:
+    params = message.get("params")
+    return isinstance(params, dict) and isinstance(params.get("_meta"), dict) and \
+        "io.modelcontextprotocol/protocolVersion" in params["_meta"]
+
+
+class McpHttpEndpoint:
+    """The ASGI endpoint mounted at `/mcp`; it serves through the `McpDoor` of the app's running gateway."""
+
+    def __init__(self) -> None:
+        self._door: McpDoor | None = None
+
+    def door(self, gateway: Gateway) -> McpDoor:
+        door = self._door
+        if door is None or door.gateway is not gateway:
+            if door is not None:
+                door.close()
+            door = self._door = McpDoor(gateway)
+        return door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        gateway: Gateway = scope["app"].state.gateway
+        await self.door(gateway)(scope, receive, send)
+

@@ -1,0 +1,224 @@
+"""One client connection, whatever its door: JSON-RPC 2.0 dispatch with many calls in flight.
+
+A door decodes frames into JSON values and hands them to `Session.receive`; the session answers through the
+door's `send` callable (which takes a dict or a list and must not block). Requests run as tasks, so answers
+go out in completion order; batches are answered as one array once all their requests are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol import errors
+from ..protocol.messages import RequestId
+from .policy import ClientIdentity
+from .router import Router
+
+__all__ = ["Session", "SendFn", "CANCEL_METHOD", "MAX_IN_FLIGHT"]
+
+log = logging.getLogger("llmbasedos.gateway.session")
+
+CANCEL_METHOD = "mcp.cancel"
+MAX_IN_FLIGHT = 4096  # per connection: a client cannot make the gateway hold unbounded work for it
+SendFn = Callable[[Any], None]
+_ids = itertools.count(1)
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+class Session:
+    def __init__(self, router: Router, client: ClientIdentity, send: SendFn, *, transport: str,
+                 remote: str = "") -> None:
+        self.router = router
+        self.client = client
+        self.transport = transport
+        self.remote = remote
+        self.session_id = next(_ids)
+        self.connected_at = time.time()
+        self.disconnected = asyncio.Event()
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._tasks: dict[RequestId, asyncio.Task[None]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        # Set by the UNIX door only: resolves a message's top-level "caller" {"client_id"} to the client the
+        # call is made for (the agent acting for the client that started a workflow). Elsewhere "caller" is
+        # ignored, so a /ws client can never borrow an identity.
+        self.act_for: Callable[[str], ClientIdentity] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks) + len(self._batches)
+
+    def info(self) -> dict[str, Any]:
+        return {"session": self.session_id, "client_id": self.client.client_id, "name": self.client.name,
+                "tier": self.client.tier, "transport": self.transport,
+                "connected_at": round(self.connected_at, 3), "in_flight": self.in_flight}
+
+    def send(self, message: Any) -> None:
+        if not self.disconnected.is_set():
+            self._send(message)
+
+    def _notify(self, method: str, params: dict[str, Any]) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    # -- input ---------------------------------------------------------------------------------------
+
+    def receive_error(self, error: errors.RPCError) -> None:
+        """A frame could not be decoded (parse error, oversize): answer with id null, keep going."""
+        self.send({"jsonrpc": "2.0", "id": None, "error": error.to_error()})
+
+    def receive(self, value: Any) -> None:
+        """Handle one decoded JSON value: a message or a batch."""
+        if isinstance(value, list):
+            if not value:
+                self.receive_error(errors.InvalidRequest("Empty batch"))
+                return
+            task = self._loop.create_task(self._run_batch(value))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            return
+        if not isinstance(value, dict):
+            self.receive_error(errors.InvalidRequest("A JSON-RPC message must be an object"))
+            return
+        checked = self._check(value)
+        if isinstance(checked, errors.RPCError):
+            rid = value.get("id")
+            self.send({"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": checked.to_error()})
+            return
+        if checked is None:
+            return
+        method, params = checked
+        client = self._client_for(value)
+        if isinstance(client, errors.RPCError):
+            if "id" in value:
+                self.send({"jsonrpc": "2.0", "id": value["id"], "error": client.to_error()})
+            return
+        if "id" in value:
+            rid = value["id"]
+            if rid in self._tasks:
+                self.send({"jsonrpc": "2.0", "id": rid,
+                           "error": errors.InvalidRequest(f"Request id {rid!r} already in flight").to_error()})
+                return
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                self.send({"jsonrpc": "2.0", "id": rid, "error": errors.RateLimited(
+                    f"More than {MAX_IN_FLIGHT} calls in flight on this connection", {"retry_after": 1}).to_error()})
+                return
+            self._tasks[rid] = self._loop.create_task(self._run(rid, method, params, client))
+        else:
+            self._notification(method, params, client)
+
+    def _client_for(self, msg: dict[str, Any]) -> ClientIdentity | errors.RPCError:
+        """Who a message acts as: the session's client, or on the UNIX door the client named by "caller"."""
+        if self.act_for is None or "caller" not in msg:
+            return self.client
+        caller = msg["caller"]
+        client_id = caller.get("client_id") if isinstance(caller, dict) else None
+        if not isinstance(client_id, str) or not client_id:
+            return errors.InvalidRequest('"caller" must be an object with a "client_id" string')
+        try:
+            return self.act_for(client_id)
+        except errors.RPCError as exc:
+            return exc
+
+    def _check(self, msg: dict[str, Any]) -> tuple[str, Any] | errors.RPCError | None:
+        """(method, params) for a request or notification; None for a response; the error otherwise."""
+        if msg.get("jsonrpc") != "2.0":
+            return errors.InvalidRequest('"jsonrpc" must be "2.0"')
+        method = msg.get("method")
+        if method is None:
+            if "result" in msg or "error" in msg:
+                return None  # the gateway sends no requests to clients, so a response is stray: drop it
+            return errors.InvalidRequest("Neither a request nor a response")
+        if not isinstance(method, str) or not method:
+            return errors.InvalidRequest('"method" must be a non-empty string')
+        params = msg.get("params")
+        if params is not None and not isinstance(params, (dict, list)):
+            return errors.InvalidRequest('"params" must be an object or an array')
+        if "id" in msg and not _valid_id(msg["id"]):
+            return errors.InvalidRequest('"id" must be a string or an integer')
+        return method, params
+
+    def _notification(self, method: str, params: Any, client: ClientIdentity | None = None) -> None:
+        if method == CANCEL_METHOD:
+            rid = params.get("id") if isinstance(params, dict) else None
+            task = self._tasks.get(rid) if _valid_id(rid) else None  # type: ignore[arg-type]
+            if task is not None:
+                task.cancel()
+            return
+        # JSON-RPC: a notification is a call whose answer is never sent. It still goes through policy.
+        task = self._loop.create_task(self._fire_and_forget(method, params, client))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    async def _invoke(self, rid: RequestId | None, method: str, params: Any,
+                      client: ClientIdentity | None = None) -> dict[str, Any]:
+        try:
+            result = await self.router.call(client or self.client, method, params, notify=self._notify, request_id=rid,
+                                            disconnected=self.disconnected)
+        except errors.RPCError as exc:
+            return {"jsonrpc": "2.0", "id": rid, "error": exc.to_error()}
+        return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+    async def _run(self, rid: RequestId, method: str, params: Any, client: ClientIdentity | None = None) -> None:
+        try:
+            answer = await self._invoke(rid, method, params, client)
+        except asyncio.CancelledError:
+            if self.disconnected.is_set():
+                return
+            answer = {"jsonrpc": "2.0", "id": rid, "error": errors.Cancelled("Call cancelled").to_error()}
+        finally:
+            self._tasks.pop(rid, None)
+        self.send(answer)
+
+    async def _fire_and_forget(self, method: str, params: Any, client: ClientIdentity | None = None) -> None:
+        try:
+            await self.router.call(client or self.client, method, params, disconnected=self.disconnected)
+        except errors.RPCError:
+            pass
+
+    async def _batch_item(self, item: Any) -> dict[str, Any] | None:
+        if not isinstance(item, dict):
+            return {"jsonrpc": "2.0", "id": None,
+                    "error": errors.InvalidRequest("A JSON-RPC message must be an object").to_error()}
+        checked = self._check(item)
+        if isinstance(checked, errors.RPCError):
+            rid = item.get("id")
+            return {"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": checked.to_error()}
+        if checked is None:
+            return None
+        method, params = checked
+        client = self._client_for(item)
+        if isinstance(client, errors.RPCError):
+            return {"jsonrpc": "2.0", "id": item["id"], "error": client.to_error()} if "id" in item else None
+        if "id" not in item:
+            if method == CANCEL_METHOD:
+                self._notification(method, params)
+            else:
+                await self._fire_and_forget(method, params, client)
+            return None
+        return await self._invoke(item["id"], method, params, client)
+
+    async def _run_batch(self, batch: list[Any]) -> None:
+        answers = await asyncio.gather(*(self._batch_item(item) for item in batch))
+        out = [a for a in answers if a is not None]
+        if out:
+            self.send(out)
+
+    # -- end -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The connection is gone: stop all its work; nobody will read the answers."""
+        self.disconnected.set()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._batches):
+            task.cancel()

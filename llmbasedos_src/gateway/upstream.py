@@ -1,0 +1,342 @@
+"""The upstream pool: one persistent, multiplexed connection per backend service.
+
+A connection is opened on first use (or when discovery announces the service), reopened with exponential
+backoff when the backend goes away, and shared by every call to that service. Calls in flight when the
+backend dies fail with ServiceUnavailable; calls made while it is down fail fast with the same error instead of
+waiting, so a dead or slow backend never holds up calls to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from ..protocol import errors
+from ..protocol.framing import DEFAULT_MAX_FRAME, encode_frame
+from ..rpc_client import NotificationHandler, RPCClient
+
+__all__ = ["Upstream", "UpstreamPool"]
+
+log = logging.getLogger("llmbasedos.gateway.upstream")
+
+_FIRST_BACKOFF = 0.05
+_HIGH_WATER = 1 << 20
+_MAX_BACKOFF = 2.0
+
+
+class _CoalescingWriter:
+    """Stands in for the StreamWriter under an RPCClient: the frames written during one turn of the event loop
+    go out in a single write, so many calls in flight cost one system call (and one wake-up of the backend)
+    instead of one each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._buf: list[bytes] = []
+        self._scheduled = False
+        self.transport = writer.transport
+
+    def write(self, data: bytes) -> None:
+        self._buf.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._buf:
+            return
+        data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
+        self._buf.clear()
+        if self._writer.is_closing():
+            return  # the read loop sees the end and fails the calls waiting for answers
+        try:
+            self._writer.write(data)
+        except (OSError, RuntimeError):
+            self._writer.close()
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    async def drain(self) -> None:
+        self._flush()
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    async def wait_closed(self) -> None:
+        await self._writer.wait_closed()
+
+
+class _BackendClient(RPCClient):
+    """The RPCClient, plus the `caller` member the gateway adds to each request: the identity the call is
+    made for ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent)
+    can act with that client's rights and no more."""
+
+    async def call_for(self, caller: dict[str, Any] | None, method: str, params: Any,
+                       on_notification: NotificationHandler | None = None) -> Any:
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        if on_notification is not None:
+            self._listeners[rid] = on_notification
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        if caller is not None:
+            message["caller"] = caller
+        try:
+            self._writer.write(encode_frame(message))
+            if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                await self._writer.drain()
+            return await fut
+        except asyncio.CancelledError:
+            self.cancel(rid)
+            raise
+        finally:
+            self._pending.pop(rid, None)
+            self._listeners.pop(rid, None)
+
+
+async def _connect_client(path: str, max_frame: int) -> _BackendClient:
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+    except (OSError, ValueError) as exc:
+        raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
+    return _BackendClient(reader, _CoalescingWriter(writer), max_frame=max_frame)  # type: ignore[arg-type]
+
+
+class _Deadlines:
+    """Per-call timeouts for every upstream, enforced by one sweeping timer instead of a timer per call.
+
+    A call past its deadline has its task cancelled, and the cancellation is turned into Timeout; the
+    resolution is a tenth of a second, which is plenty for deadlines counted in seconds.
+    """
+
+    _TICK = 0.1
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[float, asyncio.Task[Any]]] = {}
+        self._expired: set[int] = set()
+        self._ids = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, timeout: float) -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        self._ids += 1
+        self._calls[self._ids] = (time.monotonic() + timeout, task)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+        return self._ids
+
+    def done(self, key: int) -> bool:
+        """Forget the call; True when it was cancelled because its deadline passed."""
+        self._calls.pop(key, None)
+        if key in self._expired:
+            self._expired.discard(key)
+            return True
+        return False
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for key, (deadline, task) in list(self._calls.items()):
+            if deadline <= now and key not in self._expired:
+                self._expired.add(key)
+                task.cancel()
+        if self._calls:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+
+
+class Upstream:
+    """The gateway's connection to one backend service."""
+
+    def __init__(self, service: str, socket_path: str, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 deadlines: _Deadlines | None = None) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self.max_frame = max_frame
+        self.state = "idle"  # idle -> connecting -> up <-> down; closed at the end
+        self.in_flight = 0
+        self.calls = 0
+        self._client: _BackendClient | None = None
+        self._connecting: asyncio.Task[_BackendClient] | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._closed = False
+        self._retiring = False
+        self._reconnect: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._deadlines = deadlines or _Deadlines()
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: Any, *, timeout: float | None,
+                   on_notification: NotificationHandler | None = None, caller: dict[str, Any] | None = None) -> Any:
+        client = self._client
+        if client is None or client.closed.is_set():
+            client = await self._ensure()
+        self.in_flight += 1
+        self.calls += 1
+        deadlines = self._deadlines if timeout is not None else None
+        key = deadlines.add(timeout) if deadlines is not None and timeout is not None else 0
+        try:
+            return await client.call_for(caller, method, params, on_notification)
+        except asyncio.CancelledError:
+            if deadlines is not None and deadlines.done(key):
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise errors.Timeout(f"{method} timed out after {timeout:g} s") from None
+            raise
+        except (OSError, RuntimeError) as exc:
+            # The socket broke under the write (the backend died): the same answer as for calls in flight.
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
+        finally:
+            if deadlines is not None:
+                deadlines.done(key)
+            self.in_flight -= 1
+            if self._retiring and self.in_flight == 0:
+                self._spawn(self.close())
+
+    # -- connection management -----------------------------------------------------------------------
+
+    async def _ensure(self) -> _BackendClient:
+        if self._closed:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
+        if self._connecting is None:
+            if time.monotonic() < self._retry_at:
+                raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable (reconnecting)")
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        # Shielded: a caller that gives up must not abort the attempt the others are waiting on.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _BackendClient:
+        self.state = "connecting"
+        try:
+            client = await _connect_client(self.socket_path, self.max_frame)
+        except errors.ServiceUnavailable:
+            self._backoff = min(max(_FIRST_BACKOFF, self._backoff * 2), _MAX_BACKOFF)
+            self._retry_at = time.monotonic() + self._backoff
+            if self.state != "down":
+                log.warning("service %s is unreachable; retrying with backoff", self.service)
+            self.state = "down"
+            self._schedule_reconnect()
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from None
+        finally:
+            self._connecting = None
+        if self._closed:
+            await client.close()
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
+        self._client = client
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self.state = "up"
+        log.info("connected to service %s", self.service)
+        self._spawn(self._watch(client))
+        return client
+
+    async def _watch(self, client: RPCClient) -> None:
+        await client.closed.wait()
+        if self._client is client:
+            self._client = None
+        if not self._closed:
+            log.warning("lost the connection to service %s", self.service)
+            self.state = "down"
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self._closed or (self._reconnect is not None and not self._reconnect.done()):
+            return
+        self._reconnect = self._spawn(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        while not self._closed and (self._client is None or self._client.closed.is_set()):
+            await asyncio.sleep(max(self._retry_at - time.monotonic(), _FIRST_BACKOFF))
+            if self._closed or self._connecting is not None:
+                continue
+            with contextlib.suppress(errors.ServiceUnavailable):
+                await self._ensure()
+
+    def kick(self) -> None:
+        """The backend announced itself again (its capability file was rewritten): retry now."""
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        if self._closed:
+            return
+        if self._client is None or self._client.closed.is_set():
+            self._spawn(self._try_connect())
+
+    async def _try_connect(self) -> None:
+        with contextlib.suppress(errors.ServiceUnavailable):
+            await self._ensure()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def retire(self) -> None:
+        """Stop taking new calls; let the ones in flight finish, then close."""
+        self._retiring = True
+        if self.in_flight == 0:
+            self._spawn(self.close())
+
+    async def close(self) -> None:
+        self._closed = True
+        self.state = "closed"
+        client, self._client = self._client, None
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if client is not None:
+            await client.close()
+
+
+class UpstreamPool:
+    """Upstreams by service name."""
+
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._by_service: dict[str, Upstream] = {}
+        self._deadlines = _Deadlines()
+
+    def get(self, service: str) -> Upstream | None:
+        return self._by_service.get(service)
+
+    def ensure(self, service: str, socket_path: str) -> Upstream:
+        """The upstream for `service` at `socket_path`, replacing one that pointed elsewhere."""
+        current = self._by_service.get(service)
+        if current is not None and current.socket_path == socket_path and current.state != "closed":
+            current.kick()
+            return current
+        if current is not None:
+            current.retire()
+        upstream = Upstream(service, socket_path, max_frame=self.max_frame, deadlines=self._deadlines)
+        self._by_service[service] = upstream
+        upstream.kick()
+        return upstream
+
+    def remove(self, service: str) -> None:
+        upstream = self._by_service.pop(service, None)
+        if upstream is not None:
+            upstream.retire()
+
+    def snapshot(self) -> list[tuple[str, str, int]]:
+        return [(u.service, u.state, u.in_flight) for u in self._by_service.values()]
+
+    def all(self) -> list[Upstream]:
+        return list(self._by_service.values())
+
+    async def close(self) -> None:
+        ups, self._by_service = list(self._by_service.values()), {}
+        for u in ups:
+            await u.close()

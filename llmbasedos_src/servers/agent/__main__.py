@@ -1,0 +1,5 @@
+"""`python -m llmbasedos.servers.agent`"""
+
+from .server import AgentServer
+
+AgentServer.main()

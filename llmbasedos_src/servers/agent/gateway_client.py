@@ -1,0 +1,66 @@
+"""The agent's line to the gateway: one persistent connection to `gateway.sock`, calls made for a client.
+
+Each request carries the top-level member `"caller": {"client_id"}`; the gateway's UNIX door then handles
+the call as that client (its allowlist, tier, limits and audit), so a workflow never does more than the
+client that started it. Without a client id (a run started on the agent's own socket, which only the owner
+can reach) the call carries no `caller` and has the socket's owner rights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from ...protocol import errors
+from ...protocol.framing import encode_frame
+from ...rpc_client import RPCClient
+
+__all__ = ["GatewayClient"]
+
+
+class _Client(RPCClient):
+    async def call_as(self, client_id: str | None, method: str, params: Any) -> Any:
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the gateway is closed")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        if client_id is not None:
+            message["caller"] = {"client_id": client_id}
+        try:
+            self._writer.write(encode_frame(message))
+            await self._writer.drain()
+            return await fut
+        except asyncio.CancelledError:
+            self.cancel(rid)  # the gateway cancels the call upstream too
+            raise
+        finally:
+            self._pending.pop(rid, None)
+
+
+class GatewayClient:
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._client: _Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> _Client:
+        async with self._lock:
+            if self._client is None or not self._client.is_open:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
+                except (OSError, ValueError) as exc:
+                    raise errors.ServiceUnavailable("The gateway is not reachable") from exc
+                self._client = _Client(reader, writer)
+            return self._client
+
+    async def call(self, client_id: str | None, method: str, params: Any) -> Any:
+        client = await self._connected()
+        return await client.call_as(client_id, method, params)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

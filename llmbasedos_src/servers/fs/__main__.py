@@ -1,0 +1,5 @@
+"""`python -m llmbasedos.servers.fs`"""
+
+from .server import FSServer
+
+FSServer.main()

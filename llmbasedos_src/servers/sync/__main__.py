@@ -1,0 +1,5 @@
+"""`python -m llmbasedos.servers.sync`"""
+
+from .server import SyncServer
+
+SyncServer.main()

@@ -1,0 +1,54 @@
+"""`python -m llmbasedos.gateway`: settings that must stop it with a clear message, and the pure config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from llmbasedos.gateway.config import ConfigError, GatewayConfig, is_loopback
+
+from tests.gateway.harness import REPO, Env
+
+
+def _run(env: Env, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmbasedos.gateway"], env={**env.env, **extra}, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ({"LLMBDO_GATEWAY_HOST": "0.0.0.0"}, "LLMBDO_GATEWAY_ALLOW_REMOTE"),
+    ({"LLMBDO_GATEWAY_PORT": "eighty"}, "LLMBDO_GATEWAY_PORT"),
+    ({"LLMBDO_CALL_TIMEOUT": "-1"}, "LLMBDO_CALL_TIMEOUT"),
+])
+def test_bad_settings_stop_the_gateway_with_a_message(env: Env, extra: dict[str, str], needle: str) -> None:
+    done = _run(env, **extra)
+    assert done.returncode == 2
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_tiers_file_stops_the_gateway(env: Env) -> None:
+    env.set_tiers("FREE:\n  rate_limit_requests: lots\n")
+    done = _run(env)
+    assert done.returncode == 2
+    assert "licence_tiers.yaml" in done.stderr and "Traceback" not in done.stderr
+    assert not (env.run_dir / "gateway.json").exists()
+
+
+def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("LLMBDO_GATEWAY_HOST", "LLMBDO_GATEWAY_PORT", "LLMBDO_GATEWAY_ALLOW_REMOTE", "LLMBDO_CALL_TIMEOUT",
+                "LLMBDO_GATEWAY_SOCKET"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = GatewayConfig.from_env()
+    assert (cfg.host, cfg.port, cfg.allow_remote, cfg.call_timeout) == ("127.0.0.1", 8000, False, 120.0)
+    monkeypatch.setenv("LLMBDO_GATEWAY_HOST", "192.168.1.5")
+    with pytest.raises(ConfigError, match="ALLOW_REMOTE"):
+        GatewayConfig.from_env()
+    monkeypatch.setenv("LLMBDO_GATEWAY_ALLOW_REMOTE", "1")
+    assert GatewayConfig.from_env().host == "192.168.1.5"
+    monkeypatch.setenv("LLMBDO_GATEWAY_PORT", "70000")
+    with pytest.raises(ConfigError, match="between 0 and 65535"):
+        GatewayConfig.from_env()
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")

@@ -1,0 +1,80 @@
+"""The upstream pool: a backend killed and restarted under load, timeouts, and independence of backends."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from llmbasedos.protocol import errors
+
+from tests.gateway.harness import Env, WsClient, wait_until
+
+
+async def test_backend_killed_and_restarted_mid_load(env: Env) -> None:
+    echo = env.start_backend("echo")
+    gw = env.start_gateway()
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        assert await c.call("mcp.echo.say", ["warm"]) == "warm"
+        # Load: slow calls certainly in flight at the kill, and a stream of quick ones around it.
+        slow = [asyncio.create_task(c.request("mcp.echo.sleep", {"seconds": 30})) for _ in range(50)]
+
+        async def quick_stream() -> list[dict[str, object]]:
+            return list(await asyncio.gather(*(c.request("mcp.echo.say", {"text": str(i)}) for i in range(300))))
+
+        stream = asyncio.create_task(quick_stream())
+        await wait_until(lambda: len(c.pending) >= 50, what="calls to be in flight")
+        echo.proc.send_signal(signal.SIGKILL)
+        echo.proc.wait(10)
+        answers = await asyncio.wait_for(asyncio.gather(*slow), 30)
+        assert {a["error"]["code"] for a in answers} == {errors.SERVICE_UNAVAILABLE}
+        quick = await asyncio.wait_for(stream, 30)
+        for a in quick:  # each quick call either made it or failed cleanly
+            assert "result" in a or a["error"]["code"] == errors.SERVICE_UNAVAILABLE  # type: ignore[index]
+
+        # While it is down, calls fail fast and clearly; other methods still work.
+        down = await c.request("mcp.echo.say", {"text": "x"})
+        assert down["error"]["code"] == errors.SERVICE_UNAVAILABLE
+        assert (await c.call("mcp.hello"))["gateway"] == "llmbasedos"
+
+        env.start_backend("echo")  # rewrites echo.cap.json: the gateway reconnects
+
+        async def works() -> bool:
+            answer = await c.request("mcp.echo.say", {"text": "back"})
+            return answer.get("result") == "back"
+
+        await wait_until(works, what="calls to succeed after the restart")
+        results = await asyncio.gather(*(c.call("mcp.echo.say", {"text": str(i)}) for i in range(200)))
+        assert results == [str(i) for i in range(200)]
+    assert gw.alive()
+
+
+async def test_per_call_timeout(env: Env) -> None:
+    env.start_backend("echo")
+    gw = env.start_gateway(LLMBDO_CALL_TIMEOUT="0.5")
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        answer = await c.request("mcp.echo.sleep", {"seconds": 20})
+        assert answer["error"]["code"] == errors.TIMEOUT
+        assert await c.call("mcp.echo.say", ["after"]) == "after"
+
+
+async def test_a_stuck_backend_never_holds_up_another(env: Env) -> None:
+    env.start_backend("echo", LLMBDO_WORKERS="2")
+    env.start_backend("twin")
+    gw = env.start_gateway()
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        await wait_until(lambda: _routed(c), what="both services")
+        # Fill echo's two worker threads with blocking work, with a long queue behind them.
+        stuck = [asyncio.create_task(c.request("mcp.echo.block", {"seconds": 4}, rid=f"s{i}")) for i in range(6)]
+        await wait_until(lambda: len(c.pending) >= 6, what="echo to be busy")
+        answers = await asyncio.gather(*(c.call("mcp.twin.say", [str(i)]) for i in range(100)))
+        assert answers == [str(i) for i in range(100)]
+        assert sum(t.done() for t in stuck) < 6  # twin answered while echo was still busy
+        for i in range(6):
+            await c.send({"jsonrpc": "2.0", "method": "mcp.cancel", "params": {"id": f"s{i}"}})
+        for a in await asyncio.gather(*stuck):
+            assert a.get("result") == {"blocked": 4} or a["error"]["code"] == errors.CANCELLED
+
+
+async def _routed(c: WsClient) -> bool:
+    methods = set((await c.call("mcp.hello"))["methods"])
+    return {"mcp.echo.block", "mcp.twin.say"} <= methods

@@ -1,0 +1,118 @@
+"""The WebSocket door: who gets in, and garbage that must never hurt the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from llmbasedos.protocol import errors
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.gateway.harness import Env, WsClient
+
+
+def _status(exc: pytest.ExceptionInfo[InvalidStatus]) -> int:
+    return exc.value.response.status_code
+
+
+async def test_handshake_refusals(env: Env) -> None:
+    gw = env.start_gateway()
+    with pytest.raises(InvalidStatus) as no_token:
+        async with WsClient.connect(gw.ws_url):
+            pass
+    assert _status(no_token) == 401
+    with pytest.raises(InvalidStatus) as bad_token:
+        async with WsClient.connect(gw.ws_url, "lbd_not-a-real-token"):
+            pass
+    assert _status(bad_token) == 401
+    with pytest.raises(InvalidStatus) as bad_header:
+        async with WsClient.connect(gw.ws_url, "lbd_not-a-real-token", query_token=False):
+            pass
+    assert _status(bad_header) == 401
+
+    # A page on another site must not drive the appliance, even with a valid token.
+    with pytest.raises(InvalidStatus) as foreign:
+        async with WsClient.connect(gw.ws_url, gw.token, origin="https://evil.example"):
+            pass
+    assert _status(foreign) == 403
+    async with WsClient.connect(gw.ws_url, gw.token, origin=f"http://localhost:{gw.port}") as c:
+        assert (await c.call("mcp.hello"))["client"]["owner"] is True
+
+
+async def test_revoked_token_is_refused(env: Env) -> None:
+    gw = env.start_gateway()
+    token = gw.create_token("laptop", allow=("mcp.hello",))
+    async with WsClient.connect(gw.ws_url, token) as c:
+        assert (await c.call("mcp.hello"))["client"]["name"] == "laptop"
+    gw.revoke_token("laptop")
+    with pytest.raises(InvalidStatus) as revoked:
+        async with WsClient.connect(gw.ws_url, token):
+            pass
+    assert _status(revoked) == 401
+
+
+async def test_tokens_never_reach_the_log(env: Env) -> None:
+    gw = env.start_gateway()
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        await c.call("mcp.hello")
+    with pytest.raises(InvalidStatus):
+        async with WsClient.connect(gw.ws_url, "lbd_wrong-token-value-123"):
+            pass
+    gw.stop()
+    log = gw.output()
+    assert "WebSocket /ws" in log  # uvicorn did log the connection ...
+    assert gw.token not in log  # ... but not the token in its query string
+    assert "lbd_wrong-token-value-123" not in log
+
+
+async def test_malformed_messages_never_break_the_gateway(env: Env) -> None:
+    gw = env.start_gateway(LLMBDO_MAX_FRAME="65536")
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        cases: list[tuple[str | bytes, int]] = [
+            ("{not json", errors.PARSE_ERROR),
+            (b"\xff\xfe\x00garbage", errors.PARSE_ERROR),
+            ("", errors.INVALID_REQUEST),
+            ("42", errors.INVALID_REQUEST),
+            ('"a string"', errors.INVALID_REQUEST),
+            ("null", errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0"}', errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0", "id": 1}', errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0", "id": 1, "method": 5}', errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0", "id": 1, "method": "mcp.hello", "params": 7}', errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0", "id": {"a": 1}, "method": "mcp.hello"}', errors.INVALID_REQUEST),
+            ('{"jsonrpc": "2.0", "id": true, "method": "mcp.hello"}', errors.INVALID_REQUEST),
+            ('{"id": 1, "method": "mcp.hello"}', errors.INVALID_REQUEST),
+        ]
+        for raw, code in cases:
+            await c.send(raw)
+            answer = await c.next_message()
+            assert answer["error"]["code"] == code, raw
+        # A stray response from the client is dropped without an answer.
+        await c.send({"jsonrpc": "2.0", "id": 99, "result": "unsolicited"})
+        await c.send({"jsonrpc": "2.0", "method": "mcp.cancel", "params": {"id": "nothing"}})
+        await c.send({"jsonrpc": "2.0", "method": "mcp.cancel", "params": ["odd"]})
+        assert (await c.call("mcp.hello"))["gateway"] == "llmbasedos"
+        assert c.inbox.empty()
+
+    # A message over the frame cap closes that connection only.
+    async with WsClient.connect(gw.ws_url, gw.token) as big:
+        await big.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "mcp.hello",
+                                     "params": {"pad": "x" * 100_000}}).decode())
+        await asyncio.wait_for(big.closed.wait(), 20)
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        assert (await c.call("mcp.hello"))["gateway"] == "llmbasedos"
+    assert gw.alive()
+
+
+async def test_a_client_that_disconnects_mid_call_does_not_hurt_others(env: Env) -> None:
+    env.start_backend("echo")
+    gw = env.start_gateway()
+    async with WsClient.connect(gw.ws_url, gw.token) as other:
+        async with WsClient.connect(gw.ws_url, gw.token) as leaver:
+            calls = [asyncio.create_task(leaver.request("mcp.echo.sleep", {"seconds": 5})) for _ in range(20)]
+            await asyncio.sleep(0)
+        for task in calls:
+            with pytest.raises((ConnectionError, ConnectionClosed)):
+                await task
+        assert await other.call("mcp.echo.say", {"text": "fine"}) == "fine"

@@ -1,0 +1,29 @@
+"""Fixtures shared by the server tests.
+
+`start_server` is a factory: `handle = start_server("fs", {"LLMBDO_VIRTUAL_ROOT": ...})` starts the real
+server process (see tests/support/procs.py) and stops it when the test ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.procs import ServerHandle
+from tests.support.procs import start_server as _start_server
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ServerHandle]]:
+    handles: list[ServerHandle] = []
+
+    def start(name: str, env: dict[str, str] | None = None, **kwargs: Any) -> ServerHandle:
+        handle = _start_server(name, env, **kwargs)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in reversed(handles):
+        handle.stop()
