@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -47,12 +48,16 @@ class EchoProc:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=20)
 
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 @pytest.fixture
 def echo() -> Iterator[EchoProc]:
     p = EchoProc()
     yield p
-    p.stop()
+    p.cleanup()
 
 
 async def raw_exchange(path: Path, data: bytes, expect: int, timeout: float = 10) -> list[Any]:
@@ -205,6 +210,7 @@ async def test_sigterm_finishes_in_flight_calls_and_cleans_up() -> None:
     assert await asyncio.to_thread(p.proc.wait, 20) == 0
     assert not p.cap.exists() and not p.socket.exists()
     await c.close()
+    p.cleanup()
 
 
 async def test_debug_mode_checks_results() -> None:
@@ -219,13 +225,14 @@ async def test_debug_mode_checks_results() -> None:
                 assert await c.call("mcp.echo.badresult", {}) == 42
             await c.close()
         finally:
-            p.stop()
+            p.cleanup()
 
 
 def test_json_logging() -> None:
     p = EchoProc({"LLMBDO_LOG_FORMAT": "json"})
     p.stop()
     lines = [json.loads(line) for line in p.log.read_text().splitlines() if line.strip()]
+    p.cleanup()
     assert any(e["msg"] == "listening" and e["level"] == "INFO" for e in lines)
     assert all({"ts", "level", "logger", "msg"} <= set(e) for e in lines)
 
