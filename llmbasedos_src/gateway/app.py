@@ -1,4 +1,4 @@
-"""The ASGI app: `/ws`, `/health`, `/status`, `/metrics`, and the lifespan that runs the `Gateway`."""
+"""The ASGI app: `/ws`, `/health`, `/status`, `/metrics`, `/ui`, and the lifespan that runs the `Gateway`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 
 from ..mcp_server_framework import atomic_write_text
 from ..protocol import errors
 from ..settings import Settings
 from .auth import bearer_token, install_token_redactor, refusal_response, remote_of
 from .config import GatewayConfig
-from .mcp_http import McpHttpEndpoint
+from .mcp_http import McpMiddleware
 from .policy import ClientIdentity, Policy
 from .runtime import VERSION, Gateway
+from .ui import install_ui
 from .ws import ws_endpoint
 
 __all__ = ["create_app", "ENDPOINT_FILE"]
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/status", status, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    install_ui(app)
     app.router.routes.append(WebSocketRoute("/ws", ws_endpoint))
-    app.router.routes.append(Route("/mcp", McpHttpEndpoint()))  # standard MCP; every HTTP method
+    app.add_middleware(McpMiddleware)  # standard MCP at /mcp, every HTTP method, ahead of the routing
     return app

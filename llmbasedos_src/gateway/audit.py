@@ -30,7 +30,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ __all__ = [
     "load_key",
     "load_or_create_key",
     "read_checkpoint",
+    "read_tail",
     "verify",
 ]
 
@@ -106,6 +107,40 @@ def read_checkpoint(db_path: Path) -> tuple[int, str] | None:
     except sqlite3.OperationalError:  # no such table: the gateway never wrote a checkpoint
         return None
     return (int(row[0]), str(row[1])) if row else None
+
+
+def read_tail(path: Path, limit: int, keep: Callable[[dict[str, Any]], bool] | None = None,
+              max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """The newest `limit` entries that `keep` accepts, newest first, without their chain fields.
+
+    Read-only, for display (the status page): it reads backwards at most `max_bytes` of the log, skips lines
+    that do not parse, and checks no MAC (that is `verify`'s job). A missing log has no entries.
+    """
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            start = max(0, end - max_bytes)
+            fh.seek(start)
+            data = fh.read(end - start)
+    except FileNotFoundError:
+        return out
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first line read is probably cut
+    for raw in reversed(lines):
+        if len(out) >= limit:
+            break
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict) or (keep is not None and not keep(entry)):
+            continue
+        entry.pop("mac", None)
+        entry.pop("prev", None)
+        out.append(entry)
+    return out
 
 
 def _clip(value: Any) -> Any:

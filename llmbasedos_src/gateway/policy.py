@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 from ..protocol.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
 from ..settings import Settings
-from .audit import AuditLog, load_or_create_key
+from .audit import AuditLog, load_or_create_key, read_tail
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
 from .limits import DAY_SECONDS, Limiter
 from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
@@ -401,6 +402,12 @@ class Policy:
         """Today's use per client id (with its name), for GET /status."""
         names = {r.id: r.name for r in self._tokens.list()}
         return {cid: {"name": names.get(cid, cid), **use} for cid, use in self._limiter.usage().items()}
+
+    def recent_audit(self, limit: int = 50,
+                     keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """The newest audit entries, newest first, read back from the log (for the status page)."""
+        self._audit.flush()
+        return read_tail(self._audit.path, limit, keep)
 
     def check_origin(self, origin: str | None) -> bool:
         """Whether a request with this Origin header may proceed (None: not a browser)."""

@@ -73,7 +73,9 @@ class GatewayCall:
     _notify: NotifyFn | None = None
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
-        """Send a notification to the caller, with params["id"] set to the caller's request id."""
+        """Send a notification to the caller, with params["id"] set to the caller's request id.
+
+        Call it from the event loop (a thread uses `loop.call_soon_threadsafe(call.notify, ...)`)."""
         if self._notify is None or self.disconnected.is_set():
             return
         self._notify(method, {**params, "id": self.request_id})

@@ -19,12 +19,13 @@ from ..protocol.messages import RequestId
 from .policy import ClientIdentity
 from .router import Router
 
-__all__ = ["Session", "SendFn", "CANCEL_METHOD", "MAX_IN_FLIGHT"]
+__all__ = ["Session", "SendFn", "CANCEL_METHOD", "MAX_IN_FLIGHT", "MAX_BATCH"]
 
 log = logging.getLogger("llmbasedos.gateway.session")
 
 CANCEL_METHOD = "mcp.cancel"
 MAX_IN_FLIGHT = 4096  # per connection: a client cannot make the gateway hold unbounded work for it
+MAX_BATCH = 1000
 SendFn = Callable[[Any], None]
 _ids = itertools.count(1)
 
@@ -79,6 +80,13 @@ class Session:
         if isinstance(value, list):
             if not value:
                 self.receive_error(errors.InvalidRequest("Empty batch"))
+                return
+            if len(value) > MAX_BATCH:
+                self.receive_error(errors.InvalidRequest(f"A batch may hold at most {MAX_BATCH} messages"))
+                return
+            if len(self._batches) >= MAX_IN_FLIGHT:
+                self.receive_error(errors.RateLimited("Too much work in flight on this connection",
+                                                      {"retry_after": 1}))
                 return
             task = self._loop.create_task(self._run_batch(value))
             self._batches.add(task)
@@ -153,6 +161,8 @@ class Session:
                 task.cancel()
             return
         # JSON-RPC: a notification is a call whose answer is never sent. It still goes through policy.
+        if len(self._batches) >= MAX_IN_FLIGHT:
+            return  # nothing can be answered to a notification: past the cap it is dropped
         task = self._loop.create_task(self._fire_and_forget(method, params, client))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)

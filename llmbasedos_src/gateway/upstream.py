@@ -29,8 +29,8 @@ _MAX_BACKOFF = 2.0
 
 class _CoalescingWriter:
     """Stands in for the StreamWriter under an RPCClient: the frames written during one turn of the event loop
-    go out in a single write, so many calls in flight cost one system call (and one wake-up of the backend)
-    instead of one each."""
+    go out in as few writes as possible, so many calls in flight cost a couple of system calls (and wake-ups of
+    the backend) per turn instead of one each."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
@@ -40,13 +40,21 @@ class _CoalescingWriter:
         self.transport = writer.transport
 
     def write(self, data: bytes) -> None:
+        if self._scheduled:
+            self._buf.append(data)
+            return
+        # The first frame of a turn goes out at once (no added latency for a lone call); the ones that follow
+        # in the same turn are gathered.
+        self._scheduled = True
+        self._loop.call_soon(self._flush)
         self._buf.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        self._flush_now()
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._flush_now()
+
+    def _flush_now(self) -> None:
         if not self._buf:
             return
         data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
@@ -62,11 +70,11 @@ class _CoalescingWriter:
         return self._writer.is_closing()
 
     async def drain(self) -> None:
-        self._flush()
+        self._flush_now()
         await self._writer.drain()
 
     def close(self) -> None:
-        self._flush()
+        self._flush_now()
         self._writer.close()
 
     async def wait_closed(self) -> None:

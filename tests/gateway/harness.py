@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from llmbasedos.gateway.tokens import TokenStore
-from llmbasedos.protocol import errors
-from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from llmbasedos.gateway.tokens import TokenStore
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
 from tests.support.procs import ServerHandle, start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,12 +131,16 @@ class GatewayProcess:
         return self.proc.returncode
 
     def create_token(self, name: str, tier: str | None = None, allow: tuple[str, ...] = ("*",)) -> str:
+        return self.create_client(name, tier, allow)[1]
+
+    def create_client(self, name: str, tier: str | None = None, allow: tuple[str, ...] = ("*",)) -> tuple[str, str]:
+        """A new client: (its id, its token)."""
         store = TokenStore(self.data_dir / "gateway.db")
         try:
-            _, token = store.create(name, tier, allow)
+            record, token = store.create(name, tier, allow)
         finally:
             store.close()
-        return token
+        return record.id, token
 
     def revoke_token(self, name: str) -> None:
         store = TokenStore(self.data_dir / "gateway.db")

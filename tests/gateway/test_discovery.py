@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import httpx
-from llmbasedos.protocol import errors
 
+from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
 
 

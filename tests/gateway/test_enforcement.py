@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from llmbasedos.protocol import errors
 
+from llmbasedos.protocol import errors
 from tests.gateway.harness import OPEN_FREE_TIER, Env, GatewayProcess, WsClient
 
 TIERS = OPEN_FREE_TIER + """
@@ -33,12 +33,23 @@ async def clients_with(gw: GatewayProcess, token: str, n: int) -> AsyncIterator[
         yield [await stack.enter_async_context(WsClient.connect(gw.ws_url, token)) for _ in range(n)]
 
 
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Env]:
+    """One gateway for the tests that do not restart it; each test makes its own clients."""
+    e = Env()
+    try:
+        e.set_tiers(TIERS)
+        e.start_backend("echo")
+        e.start_backend("twin")
+        e.start_gateway()
+        yield e
+    finally:
+        e.close()
+
+
 @pytest.fixture
-def gw(env: Env) -> GatewayProcess:
-    env.set_tiers(TIERS)
-    env.start_backend("echo")
-    env.start_backend("twin")
-    return env.start_gateway()
+def gw(shared: Env) -> GatewayProcess:
+    return shared.gateways[0]
 
 
 async def _code(c: WsClient, method: str, params: Any) -> int | None:
@@ -87,7 +98,10 @@ async def test_rate_limit_is_exact_under_concurrency(gw: GatewayProcess) -> None
     assert all(a["error"]["data"]["retry_after"] > 0 for a in limited)
 
 
-async def test_daily_quota_is_exact_and_survives_a_restart(env: Env, gw: GatewayProcess) -> None:
+async def test_daily_quota_is_exact_and_survives_a_restart(env: Env) -> None:
+    env.set_tiers(TIERS)
+    env.start_backend("twin")
+    gw = env.start_gateway()
     daily = gw.create_token("daily", tier="DAILY")
     async with clients_with(gw, daily, 4) as clients:
         answers = await asyncio.gather(*(

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llmbasedos.protocol import errors
 
+from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
 from tests.support.llama import LlamaServer, llama, start_llama  # noqa: F401  (llama is a fixture)
 
@@ -58,6 +58,7 @@ def gw(llama: LlamaServer, private_llama: LlamaServer) -> Iterator[GatewayProces
         "models:\n"
         f"  local:\n    provider: openai\n    base_url: {llama.base_url}\n    model: gemma-3-270m\n"
         "    embeddings: false\n"
+        f"  local-embed:\n    provider: openai\n    base_url: {llama.base_url}\n    model: gemma-3-270m\n"
         f"  private:\n    provider: openai\n    base_url: {private_llama.base_url}\n    model: gemma-3-270m\n"
         "    max_retries: 1\n"
         f"  dead:\n    provider: openai\n    base_url: http://127.0.0.1:{_closed_port()}/v1\n    model: x\n"
@@ -184,6 +185,10 @@ async def test_unknown_alias_and_embeddings_are_clear_errors(gw: GatewayProcess)
         assert answer["error"]["code"] == errors.NOT_FOUND and "nope" in answer["error"]["message"]
         answer = await c.request("mcp.llm.embed", {"input": "hello"})
         assert answer["error"]["code"] == errors.FEATURE_UNAVAILABLE
+        # Configured for embeddings, but the server was started without them: said as clearly.
+        answer = await c.request("mcp.llm.embed", {"input": "hello", "model": "local-embed"})
+        assert answer["error"]["code"] == errors.FEATURE_UNAVAILABLE
+        assert "local-embed" in answer["error"]["message"]
 
 
 async def test_builtin_local_alias_without_a_registry_file(llama: LlamaServer) -> None:  # noqa: F811
@@ -199,3 +204,18 @@ async def test_builtin_local_alias_without_a_registry_file(llama: LlamaServer) -
             assert result["model"] == "local" and result["message"]["content"]
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_chat_is_the_llm_chat_tool_on_the_standard_mcp_door(gw: GatewayProcess, mode: str) -> None:
+    from mcp import Client
+
+    async with Client(f"{gw.url}/mcp?token={gw.token}", mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert {"llm_chat", "llm_models", "llm_embed"} <= set(tools)
+        result = await client.call_tool("llm_chat", {"messages": HI, "options": {"max_tokens": 4}})
+        assert result.is_error is False
+        assert result.structured_content["model"] == "local"
+        assert result.structured_content["usage"]["completion_tokens"] > 0
+        bad = await client.call_tool("llm_chat", {"messages": HI, "model": "nope"})
+        assert bad.is_error is True

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llmbasedos.gateway.llm import CHUNK_METHOD, LLMService, ModelRegistry, install
-from llmbasedos.gateway.policy import Policy
+from llmbasedos.gateway.policy import DB_NAME, ClientIdentity, Policy
 from llmbasedos.gateway.router import Router
+from llmbasedos.gateway.tokens import TokenStore
 from llmbasedos.protocol import errors
 from llmbasedos.settings import Settings
-
 from tests.support.fake_providers import FakeProviders
 
 KEY = "sk-test-9f8e7d6c5b4a39281706"
@@ -68,11 +69,13 @@ def _yaml(fake: FakeProviders, conf: Path) -> str:
         oa("oa-nousage", "echo-nousage"),
         oa("oa-endless", "endless"),
         oa("oa-tools", "tools"),
+        oa("oa-slow", "slow"),
         oa("oa-busy", "busy", "    max_retries: 1\n"),
         oa("oa-busy-fb", "busy", "    max_retries: 0\n    fallbacks: [an]\n"),
         oa("oa-429", "ratelimit-2"),
         oa("oa-429-long", "ratelimit-9", "    timeout: 5\n"),
         oa("oa-defaults", "echo", "    options: {temperature: 0.1, max_tokens: 7}\n"),
+        oa("oa-big", "echo", "    options: {max_tokens: 100000}\n"),
         f"  oa-wrongkey:\n    provider: openai\n    base_url: {base}\n    model: echo\n"
         f"    api_key_file: {conf / 'wrong.key'}\n",
         f"  down:\n    provider: openai\n    base_url: {down}\n    model: echo\n    max_retries: 1\n",
@@ -97,13 +100,27 @@ class Collector:
 
 
 @pytest.fixture(scope="module")
-def policy(conf_dir: Path) -> Iterator[Policy]:
+def settings(conf_dir: Path) -> Settings:
     state = Path(tempfile.mkdtemp(prefix="llms", dir="/tmp"))
-    settings = Settings(state_dir=state, run_dir=state / "run", data_dir=state / "data", log_dir=state / "logs",
-                        config_dir=conf_dir, virtual_root=state / "files")
+    return Settings(state_dir=state, run_dir=state / "run", data_dir=state / "data", log_dir=state / "logs",
+                    config_dir=conf_dir, virtual_root=state / "files")
+
+
+@pytest.fixture(scope="module")
+def policy(settings: Settings) -> Iterator[Policy]:
     pol = Policy.load(settings)
     yield pol
     pol.close()
+
+
+@pytest.fixture(scope="module")
+def pro_client(policy: Policy, settings: Settings) -> ClientIdentity:
+    store = TokenStore(settings.data_dir / DB_NAME)
+    try:
+        _, token = store.create("pro-client", "PRO")
+    finally:
+        store.close()
+    return policy.authenticate(token, transport="ws", remote="127.0.0.1")
 
 
 @pytest.fixture
@@ -111,8 +128,7 @@ async def gw(fake: FakeProviders, conf_dir: Path, policy: Policy) -> AsyncIterat
     fake.reset()
     router = Router(policy)
     registry = ModelRegistry.parse(_yaml(fake, conf_dir), "llm_models.yaml", base_dir=conf_dir)
-    settings = Settings.from_env()
-    service = install(router, policy, settings, registry)
+    service = install(router, policy, Settings.from_env(), registry)
     yield router, service, policy
     await service.aclose()
 
@@ -195,6 +211,20 @@ async def test_the_client_cannot_override_model_url_or_key(gw, fake, params) -> 
     with pytest.raises(errors.InvalidParams):
         await _call(router, "mcp.llm.chat", params)
     assert fake.requests == []
+
+
+async def test_tier_cap_bounds_defaults_but_refuses_an_explicit_excess(gw, fake, pro_client) -> None:
+    router, _, policy = gw
+    cap = policy.licence_status(pro_client)["limits"]["max_tokens_per_request"]
+    assert isinstance(cap, int)
+    await router.call(pro_client, "mcp.llm.chat", {"messages": HELLO, "model": "oa-big"})
+    assert fake.requests[-1].body["max_tokens"] == cap  # the alias default, brought within the tier
+    await router.call(pro_client, "mcp.llm.chat", {"messages": HELLO, "model": "oa"})
+    assert fake.requests[-1].body["max_tokens"] == cap  # nothing asked: the tier's cap is sent
+    with pytest.raises(errors.Forbidden, match="max_tokens"):
+        await router.call(pro_client, "mcp.llm.chat",
+                          {"messages": HELLO, "model": "oa", "options": {"max_tokens": cap + 1}})
+    assert len(fake.requests) == 2
 
 
 async def test_unknown_alias_is_not_found(gw) -> None:
@@ -337,6 +367,18 @@ async def test_disconnect_mid_stream_cancels_the_upstream_request_and_counts_usa
         assert fake.wait_for(lambda: fake.disconnects == 1), alias
         # No usage ever came from the provider: the chunks received plus an estimate of the prompt.
         assert _used(policy) >= before + len(notes.deltas()) + 1, alias
+
+
+async def test_disconnect_during_a_plain_chat_cancels_it_and_counts_the_prompt(gw, fake) -> None:
+    router, _, policy = gw
+    before = _used(policy)
+    task = asyncio.create_task(_call(router, "mcp.llm.chat", {"messages": HELLO, "model": "oa-slow"}))
+    assert await asyncio.to_thread(fake.wait_for, lambda: len(fake.requests) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(fake.wait_for, lambda: fake.disconnects == 1)
+    assert _used(policy) > before
 
 
 async def test_embed_returns_one_vector_per_input(gw, fake) -> None:

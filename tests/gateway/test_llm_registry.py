@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from llmbasedos.gateway.llm import ModelRegistry, RegistryError
 from llmbasedos.gateway.llm.registry import local_llm_installed
 from llmbasedos.protocol import errors

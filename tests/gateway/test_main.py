@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from llmbasedos.gateway.config import ConfigError, GatewayConfig, is_loopback
 
+from llmbasedos.gateway.config import ConfigError, GatewayConfig, is_loopback
 from tests.gateway.harness import REPO, Env
 
 

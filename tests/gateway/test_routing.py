@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from llmbasedos.protocol import errors
 
+from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
 
 

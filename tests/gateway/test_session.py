@@ -13,7 +13,7 @@ import pytest
 
 from llmbasedos.gateway.policy import Policy
 from llmbasedos.gateway.router import GatewayCall, Router
-from llmbasedos.gateway.session import Session
+from llmbasedos.gateway.session import MAX_BATCH, MAX_IN_FLIGHT, Session
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.caps import CapsError
 from llmbasedos.settings import Settings
@@ -127,3 +127,18 @@ async def test_registration_conflicts(setup: tuple[Router, Demo, Policy]) -> Non
     with pytest.raises(CapsError, match="JSON Schema"):
         router.register_local("mcp.demo.other", demo.work, {"params_schema": {"type": "nonsense"}})
     assert "demo" in router.reserved_services()
+
+
+async def test_oversized_batches_and_floods_are_refused(setup: tuple[Router, Demo, Policy]) -> None:
+    router, _, policy = setup
+    sent: list[Any] = []
+    session = Session(router, policy.local_identity(), sent.append, transport="test")
+    session.receive([{"jsonrpc": "2.0", "id": i, "method": "mcp.hello"} for i in range(MAX_BATCH + 1)])
+    assert sent[-1]["error"]["code"] == errors.INVALID_REQUEST and str(MAX_BATCH) in sent[-1]["error"]["message"]
+    for i in range(MAX_IN_FLIGHT + 1):
+        session.receive({"jsonrpc": "2.0", "id": i, "method": "mcp.demo.work", "params": {"steps": 0, "hang": True}})
+    assert sent[-1] == {"jsonrpc": "2.0", "id": MAX_IN_FLIGHT, "error": {
+        "code": errors.RATE_LIMITED, "message": f"More than {MAX_IN_FLIGHT} calls in flight on this connection",
+        "data": {"retry_after": 1}}}
+    assert session.in_flight == MAX_IN_FLIGHT
+    session.close()

@@ -6,7 +6,6 @@ import stat
 
 from llmbasedos.protocol import errors
 from llmbasedos.rpc_client import RPCClient
-
 from tests.gateway.harness import Env, GatewayProcess, UnixClient, wait_until
 
 
@@ -86,3 +85,27 @@ async def test_a_second_gateway_does_not_steal_the_socket(env: Env) -> None:
         assert (await client.call("mcp.hello"))["gateway"] == "llmbasedos"
     finally:
         await client.close()
+
+
+async def test_local_service_acts_for_a_client_with_its_rights_only(env: Env) -> None:
+    env.start_backend("twin")
+    gw = env.start_gateway()
+    laptop_id, _ = gw.create_client("laptop", allow=("mcp.twin.whoami",))
+    gone_id, _ = gw.create_client("gone")
+    gw.revoke_token(gone_id)
+    c = await UnixClient.open(gw.socket)
+    try:
+        await c.send({"jsonrpc": "2.0", "id": 1, "method": "mcp.twin.whoami", "caller": {"client_id": laptop_id}})
+        assert (await c.next_message())["result"]["name"] == "laptop"
+        await c.send({"jsonrpc": "2.0", "id": 2, "method": "mcp.twin.say", "params": ["x"],
+                      "caller": {"client_id": laptop_id}})
+        assert (await c.next_message())["error"]["code"] == errors.FORBIDDEN
+        for rid, who in ((3, "c_nobody"), (33, gone_id)):
+            await c.send({"jsonrpc": "2.0", "id": rid, "method": "mcp.twin.whoami", "caller": {"client_id": who}})
+            assert (await c.next_message())["error"]["code"] == errors.UNAUTHORIZED
+        await c.send({"jsonrpc": "2.0", "id": 4, "method": "mcp.twin.whoami", "caller": "owner"})
+        assert (await c.next_message())["error"]["code"] == errors.INVALID_REQUEST
+        await c.send({"jsonrpc": "2.0", "id": 5, "method": "mcp.twin.whoami"})
+        assert (await c.next_message())["result"]["name"] == "owner"
+    finally:
+        await c.close()

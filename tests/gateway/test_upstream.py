@@ -6,7 +6,6 @@ import asyncio
 import signal
 
 from llmbasedos.protocol import errors
-
 from tests.gateway.harness import Env, WsClient, wait_until
 
 

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import orjson
 import pytest
-from llmbasedos.protocol import errors
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.gateway.harness import Env, WsClient
+from llmbasedos.protocol import errors
+from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
 
 
 def _status(exc: pytest.ExceptionInfo[InvalidStatus]) -> int:
     return exc.value.response.status_code
 
 
-async def test_handshake_refusals(env: Env) -> None:
-    gw = env.start_gateway()
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Env]:
+    e = Env()
+    try:
+        e.start_backend("echo")
+        e.start_gateway(LLMBDO_MAX_FRAME="65536")
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def gw(shared: Env) -> GatewayProcess:
+    return shared.gateways[0]
+
+
+async def test_handshake_refusals(gw: GatewayProcess) -> None:
     with pytest.raises(InvalidStatus) as no_token:
         async with WsClient.connect(gw.ws_url):
             pass
@@ -40,8 +56,7 @@ async def test_handshake_refusals(env: Env) -> None:
         assert (await c.call("mcp.hello"))["client"]["owner"] is True
 
 
-async def test_revoked_token_is_refused(env: Env) -> None:
-    gw = env.start_gateway()
+async def test_revoked_token_is_refused(gw: GatewayProcess) -> None:
     token = gw.create_token("laptop", allow=("mcp.hello",))
     async with WsClient.connect(gw.ws_url, token) as c:
         assert (await c.call("mcp.hello"))["client"]["name"] == "laptop"
@@ -52,22 +67,20 @@ async def test_revoked_token_is_refused(env: Env) -> None:
     assert _status(revoked) == 401
 
 
-async def test_tokens_never_reach_the_log(env: Env) -> None:
-    gw = env.start_gateway()
+async def test_tokens_never_reach_the_log(gw: GatewayProcess) -> None:
     async with WsClient.connect(gw.ws_url, gw.token) as c:
         await c.call("mcp.hello")
     with pytest.raises(InvalidStatus):
         async with WsClient.connect(gw.ws_url, "lbd_wrong-token-value-123"):
             pass
-    gw.stop()
+    # uvicorn logs each WebSocket with its path and query string ...
+    await wait_until(lambda: gw.output().count("WebSocket /ws") >= 2, what="the connections to be logged")
     log = gw.output()
-    assert "WebSocket /ws" in log  # uvicorn did log the connection ...
-    assert gw.token not in log  # ... but not the token in its query string
+    assert gw.token not in log  # ... but not the token in it
     assert "lbd_wrong-token-value-123" not in log
 
 
-async def test_malformed_messages_never_break_the_gateway(env: Env) -> None:
-    gw = env.start_gateway(LLMBDO_MAX_FRAME="65536")
+async def test_malformed_messages_never_break_the_gateway(gw: GatewayProcess) -> None:
     async with WsClient.connect(gw.ws_url, gw.token) as c:
         cases: list[tuple[str | bytes, int]] = [
             ("{not json", errors.PARSE_ERROR),
@@ -105,9 +118,7 @@ async def test_malformed_messages_never_break_the_gateway(env: Env) -> None:
     assert gw.alive()
 
 
-async def test_a_client_that_disconnects_mid_call_does_not_hurt_others(env: Env) -> None:
-    env.start_backend("echo")
-    gw = env.start_gateway()
+async def test_a_client_that_disconnects_mid_call_does_not_hurt_others(gw: GatewayProcess) -> None:
     async with WsClient.connect(gw.ws_url, gw.token) as other:
         async with WsClient.connect(gw.ws_url, gw.token) as leaver:
             calls = [asyncio.create_task(leaver.request("mcp.echo.sleep", {"seconds": 5})) for _ in range(20)]

@@ -330,7 +330,8 @@ async def test_copy(client: RPCClient, fs: FS, work: str) -> None:
     assert (await _error(client, "mcp.fs.copy", [f"{work}/a.txt", f"{work}/tree"])).code == errors.ALREADY_EXISTS
     e = await _error(client, "mcp.fs.copy", [f"{work}/a.txt", f"{work}/tree", True])
     assert e.code == errors.CONFLICT
-    await client.call("mcp.fs.copy", {"source": f"{work}/a.txt", "destination": f"{work}/x/y/a", "create_parents": True})
+    await client.call("mcp.fs.copy",
+                      {"source": f"{work}/a.txt", "destination": f"{work}/x/y/a", "create_parents": True})
     assert (w / "x/y/a").read_text() == "A2"
     assert not [n for n in os.listdir(w) if n.startswith(".")]
 
@@ -398,7 +399,8 @@ def _corpus() -> list[tuple[str, str, Any, set[int]]]:
     for i, p in enumerate(["/out1", "/d1/out2", "/secretlink", "/d1/d2/d3/out3", "/dangling_out", ".."]):
         cases.append((f"stat-{i}", "mcp.fs.stat", {"path": p}, {OUT}))
     writes = ["/out1/pwned.txt", "/d1/out2/pwned.txt", "/d1/d2/d3/out3/pwned.txt", "/secretlink",
-              "/chain1/pwned.txt", "/dangling_out", "../pwned.txt", "/inside/out2/pwned.txt", "/out1/outside/secret.txt"]
+              "/chain1/pwned.txt", "/dangling_out", "../pwned.txt", "/inside/out2/pwned.txt",
+              "/out1/outside/secret.txt"]
     for i, p in enumerate(writes):
         cases.append((f"write-{i}", "mcp.fs.write", {"path": p, "content": "PWNED"}, {OUT}))
         cases.append((f"append-{i}", "mcp.fs.write", {"path": p, "content": "PWNED", "append": True}, {OUT}))

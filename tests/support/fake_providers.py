@@ -10,6 +10,7 @@ test's llm_models.yaml sets per alias:
     ratelimit-N   answers 429 (Retry-After from the `retry_after` setting) to the first N requests
     busy          always 503
     tools         asks for a tool call
+    slow          never answers a non-streaming request; records a disconnect when the client goes away
 Every request's headers and JSON body are recorded for the test to inspect.
 """
 
@@ -178,6 +179,13 @@ class FakeProviders:
                 {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]}
             return JSONResponse({"id": "c1", "object": "chat.completion", "model": model, "usage": usage,
                                  "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        if model == "slow" and not body.get("stream"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                await asyncio.sleep(0.01)
+            with self.state.lock:
+                self.state.disconnects += 1
+            return JSONResponse({"error": {"message": "too late"}}, status_code=500)
         if not body.get("stream"):
             return JSONResponse({"id": "c1", "object": "chat.completion", "model": model, "usage": usage,
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},

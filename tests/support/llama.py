@@ -116,7 +116,7 @@ def start_llama(port: int | None = None, **extra_env: str) -> LlamaServer:
     port = port or free_port()
     work = Path(tempfile.mkdtemp(prefix="llama", dir="/tmp"))
     env = {"LLMBDO_LLM_LOCAL_PORT": str(port), "LLMBDO_LLM_LOCAL_MODEL": str(gguf), "LLMBDO_DATA_DIR": str(work),
-           "LLMBDO_LLM_LOCAL_CTX": "2048", "LLMBDO_LLM_LOCAL_THREADS": "2", **extra_env}
+           "LLMBDO_LLM_LOCAL_CTX": "2048", **extra_env}
     return LlamaServer(port, env, work / "llama.log").start()
 
 

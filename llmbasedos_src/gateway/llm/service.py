@@ -8,6 +8,7 @@ Prompts and completions never reach a log line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -92,12 +93,16 @@ class LLMService:
         return limits if isinstance(limits, dict) else {}
 
     def _admit(self, client: ClientIdentity, cfg: ModelConfig, options: dict[str, Any]) -> dict[str, Any]:
-        """Ask the Policy; returns the options to send, max_tokens capped by the tier when the request names none."""
+        """Ask the Policy; returns the options to send.
+
+        A max_tokens the client asked for is checked as asked. Otherwise the alias default (or nothing) is
+        brought within the tier's per-request cap: the client did not ask for more, so it is not refused.
+        """
         merged = {**cfg.options, **options}
-        if merged.get("max_tokens") is None:
+        if "max_tokens" not in options:
             cap = self._limits(client).get("max_tokens_per_request")
             if isinstance(cap, int) and cap > 0:
-                merged["max_tokens"] = cap
+                merged["max_tokens"] = min(merged.get("max_tokens") or cap, cap)
         self.policy.llm_allowed(client, cfg.alias, merged.get("max_tokens"))
         return merged
 
@@ -145,6 +150,10 @@ class LLMService:
             tried.append(cfg.alias)
             try:
                 result = await self.provider(cfg.alias).chat(messages, opts)
+            except asyncio.CancelledError:
+                # The caller left; the provider has at least read the prompt, and its answer is lost.
+                self._record(call.client, _estimate_tokens(_prompt_text(messages)))
+                raise
             except ProviderUnreachable as exc:
                 last = exc
                 log.warning("llm provider unreachable", extra={"alias": cfg.alias})

@@ -7,6 +7,6 @@
     transport.py  the ASGI endpoint: auth, origin, era routing, JSON and SSE answers
 """
 
-from .transport import McpDoor, McpHttpEndpoint
+from .transport import McpDoor, McpHttpEndpoint, McpMiddleware
 
-__all__ = ["McpDoor", "McpHttpEndpoint"]
+__all__ = ["McpDoor", "McpHttpEndpoint", "McpMiddleware"]

@@ -29,7 +29,7 @@ TEMPLATE = {"uriTemplate": "llmbasedos://fs/{+path}", "name": "file",
             "description": "Any file under the llmbasedos virtual root, by its path inside the root"}
 MAX_DEPTH = 3
 MAX_ENTRIES = 2000
-RESOURCE_NOT_FOUND = -32002  # the MCP convention for resources/read of an unknown URI
+RESOURCE_NOT_FOUND = -32602  # SEP-2164: an unknown resource is Invalid Params, with the URI in data
 LIST_METHOD = "mcp.fs.list"
 READ_METHOD = "mcp.fs.read"
 

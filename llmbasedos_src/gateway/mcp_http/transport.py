@@ -34,14 +34,16 @@ from starlette.types import Message, Receive, Scope, Send
 from ...protocol import errors
 from ..auth import bearer_token, refusal_response
 from ..config import is_loopback
-from .service import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, McpCall, McpService
+from .service import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, McpCall, McpService
 from .sessions import McpSession, SessionStore
 
 if TYPE_CHECKING:
     from ..policy import ClientIdentity
     from ..runtime import Gateway
 
-__all__ = ["McpHttpEndpoint", "McpDoor"]
+__all__ = ["McpHttpEndpoint", "McpDoor", "McpMiddleware", "PATH"]
+
+PATH = "/mcp"
 
 log = logging.getLogger("llmbasedos.gateway.mcp_http")
 
@@ -52,6 +54,8 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform"),
                 (b"x-accel-buffering", b"no")]
 _CANCELLED_NOTIFICATION = "notifications/cancelled"
+_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+_LISTEN_BACKLOG = 100
 
 
 class _Disconnected(Exception):
@@ -138,13 +142,20 @@ class McpDoor:
         self.sessions = SessionStore()
         self.max_body = gateway.settings.max_frame
         self.loopback_only = is_loopback(gateway.config.host)
+        self.closing = False
+        self._hosts: dict[str, bool] = {}
         self._auth: dict[str, tuple[float, ClientIdentity]] = {}
+        self._listens: dict[asyncio.Queue[bytes | None], Any] = {}  # 2026-07-28 listen streams -> subscription id
         self.service.on_tools_changed(self._tools_changed)
 
     def _tools_changed(self) -> None:
         event = _sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         for session in self.sessions:
             session.push(event)
+        for queue, sub_id in self._listens.items():
+            if queue.qsize() < _LISTEN_BACKLOG:
+                queue.put_nowait(_sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                                       "params": {"_meta": {_SUBSCRIPTION_ID: sub_id}}}))
 
     # -- the front checks ------------------------------------------------------------------------------
 
@@ -154,11 +165,15 @@ class McpDoor:
         host = headers.get("host")
         if host is None:
             return True
-        try:
-            name = urlsplit("//" + host).hostname
-        except ValueError:
-            return False
-        return name in _LOOPBACK_NAMES
+        known = self._hosts.get(host)
+        if known is None:
+            try:
+                known = urlsplit("//" + host).hostname in _LOOPBACK_NAMES
+            except ValueError:
+                known = False
+            if len(self._hosts) < 64:  # a few names in practice; a flood of odd ones is not remembered
+                self._hosts[host] = known
+        return known
 
     def _client(self, scope: Scope, headers: dict[str, str]) -> ClientIdentity:
         token = bearer_token(headers)
@@ -192,6 +207,12 @@ class McpDoor:
         method = scope["method"]
         version = headers.get("mcp-protocol-version")
         modern_header = version is not None and version not in HANDSHAKE_VERSIONS
+        if modern_header and "mcp-session-id" in headers and version not in MODERN_VERSIONS:
+            # A session client with a version nobody speaks: say so in its own era's terms.
+            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+                f"Unsupported MCP-Protocol-Version {version!r}; supported: "
+                f"{', '.join((*MODERN_VERSIONS, *HANDSHAKE_VERSIONS))}")))
+            return
         try:
             if method == "POST":
                 await self._post(scope, receive, send, headers, client, modern_header)
@@ -283,8 +304,51 @@ class McpDoor:
             status, answer = _rejection(rid, verdict)
             await _send_json(send, status, answer)
             return
+        if method == "subscriptions/listen":
+            await self._listen(receive, send, rid, params, wants_sse)
+            return
         call = McpCall(client, True, rid, _progress_token(params))
         await self._answer(receive, send, call, method, params, wants_json, wants_sse, modern=True)
+
+    async def _listen(self, receive: Receive, send: Send, rid: Any, params: dict[str, Any], wants_sse: bool) -> None:
+        """`subscriptions/listen`: the response is the stream of the notifications the client opted in to."""
+        if not wants_sse:
+            await _send_json(send, 406, _error(rid, errors.InvalidRequest(
+                "Not Acceptable: subscriptions/listen answers with text/event-stream")))
+            return
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            await _send_json(send, 400, _error(rid, errors.InvalidParams("params.notifications must be an object")))
+            return
+        # Only the tool list changes here: resources and prompts are not announced (their listChanged is false).
+        honored: dict[str, Any] = {"toolsListChanged": True} if wanted.get("toolsListChanged") is True else {}
+        meta = {_SUBSCRIPTION_ID: rid}
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        if honored:
+            self._listens[queue] = rid
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, lambda: queue.put_nowait(None)))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                   "params": {"notifications": honored, "_meta": meta}}
+            await send({"type": "http.response.body", "body": _sse(ack), "more_body": True})
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                except TimeoutError:
+                    event = b": ping\n\n"
+                if event is None:
+                    break
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            if not self.closing:
+                return  # the client went away: an abrupt close carries no result
+            done = {"jsonrpc": "2.0", "id": rid, "result": {"_meta": meta, "resultType": "complete"}}
+            await send({"type": "http.response.body", "body": _sse(done), "more_body": False})
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+            self._listens.pop(queue, None)
 
     async def _post_session(self, receive: Receive, send: Send, headers: dict[str, str], client: ClientIdentity,
                             message: dict[str, Any], wants_json: bool, wants_sse: bool) -> None:
@@ -485,7 +549,10 @@ class McpDoor:
         return session
 
     def close(self) -> None:
+        self.closing = True
         self.sessions.close()
+        for queue in self._listens:
+            queue.put_nowait(None)
 
 
 def _progress_token(params: dict[str, Any]) -> Any:
@@ -519,3 +586,18 @@ class McpHttpEndpoint:
         gateway: Gateway = scope["app"].state.gateway
         await self.door(gateway)(scope, receive, send)
 
+
+
+class McpMiddleware:
+    """Serves `/mcp` ahead of the framework's routing and exception layers, which it does not need: it answers
+    every error itself. Everything else goes on to the wrapped app."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.app = app
+        self.endpoint = McpHttpEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

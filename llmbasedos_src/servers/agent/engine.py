@@ -29,7 +29,7 @@ from .gateway_client import GatewayClient
 from .steps import StepFailed, http_request, post_webhook, run_docker
 from .store import ExecutionRecord, ExecutionStore
 from .templating import TemplateError, Templater
-from .workflow import LIST_KINDS, STEP_KINDS, Workflow, goto_target
+from .workflow import STEP_KINDS, Workflow, goto_target
 
 __all__ = ["Engine", "RunState", "validate_inputs", "MAX_STEP_RUNS", "MAX_LOG"]
 
@@ -227,10 +227,9 @@ class _Run:
                 break  # the same template fails the same way every time
             except (StepFailed, errors.RPCError) as exc:
                 error = exc
-            except Exception as exc:
+            except Exception:
                 log.exception("step %s of run %s failed unexpectedly", name, self.rec.id)
                 error = _StepError("internal error")
-                del exc
                 break
             if attempt + 1 < attempts and backoff > 0:
                 await asyncio.sleep(min(_MAX_BACKOFF, backoff * (2 ** attempt)))
@@ -340,6 +339,8 @@ class _Run:
                 state.locals[name] = item
                 state.locals["index"] = i
                 results.append(await self.steps(step["do"], state))
+                if "until" in step and self.engine.templater.truthy(step["until"], state.context(self.rec.id)):
+                    break
         finally:
             state.locals = saved
         return results
@@ -356,5 +357,3 @@ class _Run:
         await self.steps(target.steps, sub)
         return self.outputs(target, sub)
 
-
-assert set(LIST_KINDS) <= set(STEP_KINDS)

@@ -3,6 +3,7 @@
     LLMBDO_WORKFLOWS_DIR      the workflows directory (default: <config_dir>/workflows)
     LLMBDO_AGENT_HTTP_ALLOW   comma list of hosts http steps may reach (added to agent.yaml's http.allow_hosts)
     LLMBDO_GATEWAY_SOCKET     the gateway's UNIX socket (default: <run_dir>/gateway.sock)
+    LLMBDO_AGENT_KEEP_RUNS    finished executions kept (default: 1000; older ones are deleted at start)
 
 Configuration: `<config_dir>/agent.yaml` (see config.py). Executions: `<data_dir>/agent/executions.db`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from pathlib import Path
@@ -66,6 +68,7 @@ class AgentServer(MCPServer):
     async def on_start(self) -> None:
         self.store = ExecutionStore(self.settings.data_dir / "agent" / "executions.db")
         marked = self.store.mark_interrupted(time.time())
+        self.store.prune(max(1, int(os.environ.get("LLMBDO_AGENT_KEEP_RUNS", "1000"))))
         if marked:
             self.log.warning("%d run(s) were in flight when the agent last stopped: marked interrupted", marked)
         self.engine = Engine(self.config, self.gateway, self.store, self.templater, self._workflows)

@@ -127,3 +127,11 @@ class ExecutionStore:
                 "error = COALESCE(error, 'The agent server stopped while this run was in flight') "
                 "WHERE state IN ('pending', 'running')", (now,))
             return cur.rowcount
+
+    def prune(self, keep: int) -> int:
+        """Delete finished executions beyond the newest `keep`; returns how many went."""
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM executions WHERE state NOT IN ('pending', 'running') AND id NOT IN "
+                "(SELECT id FROM executions ORDER BY created_at DESC LIMIT ?)", (keep,))
+            return cur.rowcount

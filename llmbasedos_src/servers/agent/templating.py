@@ -43,6 +43,12 @@ class _NoLoader(BaseLoader):
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Keys first for mappings, so a step named `get` or `items` is `steps.get`, not the dict method.
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
             if isinstance(right, (int, float)) and abs(right) > 64:
@@ -74,6 +80,9 @@ class Templater:
     def __init__(self) -> None:
         self.env = _Sandbox(undefined=StrictUndefined, loader=_NoLoader(), autoescape=False,
                             keep_trailing_newline=True)
+        # Tests that selecting files by name needs (`selectattr('name', 'endswith', '.md', '.txt')`).
+        self.env.tests["endswith"] = lambda v, *ends: isinstance(v, str) and v.endswith(tuple(ends))
+        self.env.tests["startswith"] = lambda v, *starts: isinstance(v, str) and v.startswith(tuple(starts))
         self._cache: dict[str, Any] = {}
 
     def check(self, value: Any) -> None:

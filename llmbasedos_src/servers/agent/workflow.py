@@ -18,7 +18,8 @@ The native format (YAML):
         save_as: summary_text                            # also keep the output as vars.summary_text
     outputs: {summary: "{{ steps.summary }}"}            # optional; default: every top-level step's output
 
-Step kinds: call, llm, http, set, foreach (+ do, as), if (+ then, else), workflow (+ inputs), log, sleep, and
+Step kinds: call, llm, http, set, foreach (+ do, as, and `until`: a condition checked after each item that
+ends the loop early, for polling), if (+ then, else), workflow (+ inputs), log, sleep, and
 when enabled in agent.yaml, docker and n8n_webhook. The original llmbasedos `simple_sequential` and
 `mcp_sequential_agent` types are read too and turned into native steps (see `_from_simple_sequential` and
 `_from_mcp_sequential`).
@@ -52,7 +53,7 @@ LIST_KINDS = {"foreach": ("do",), "if": ("then", "else")}
 _COMMON = {"id", "name", "description", "retry", "timeout", "on_error", "save_as"}
 _EXTRA = {
     "call": {"params"},
-    "foreach": {"do", "as"},
+    "foreach": {"do", "as", "until"},
     "if": {"then", "else"},
     "workflow": {"inputs"},
 }

@@ -110,7 +110,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
-def _tmp_name(name: str) -> str:
+def _tmp_name() -> str:
     # Short and unique: the final name may already be close to NAME_MAX.
     return f"{_TMP_PREFIX}{secrets.token_hex(6)}"
 
@@ -268,7 +268,7 @@ class FileOps:
             return {"path": loc.vpath, "bytes_written": len(data), "status": "success"}
 
     def _atomic_replace(self, dir_fd: int, name: str, data: bytes, mode: int) -> None:
-        tmp = _tmp_name(name)
+        tmp = _tmp_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
         try:
@@ -396,7 +396,7 @@ class FileOps:
             if stat_mod.S_ISDIR(st.st_mode):
                 if existing is not None:
                     raise Conflict(f"Destination exists: {dst}; a directory is only copied to a new path")
-                tmp = _tmp_name(d.name)
+                tmp = _tmp_name()
                 try:
                     os.mkdir(tmp, 0o700, dir_fd=d.dir_fd)
                     _copy_dir_contents(s.dir_fd, s.name, d.dir_fd, tmp, counter)
@@ -448,7 +448,7 @@ def _copy_file(src_dir: int, src_name: str, dst_dir: int, dst_name: str, st: os.
     try:
         if not stat_mod.S_ISREG(os.fstat(in_fd).st_mode):
             raise Conflict("Source changed while it was copied")
-        target = _tmp_name(dst_name) if replace else dst_name
+        target = _tmp_name() if replace else dst_name
         out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=dst_dir)
         try:

@@ -1,5 +1,8 @@
 """`mcp.fs.embed`, `mcp.fs.search`, `mcp.fs.index_status`: the fs server's semantic search handlers (a mixin).
 
+Scores are cosine similarities of unit vectors, clipped to [0, 1] rather than mapped with (1 + cos) / 2: 0 keeps
+meaning "unrelated" and `min_score` reads as a plain cosine threshold (this model rarely goes below 0 anyway).
+
 The index lives in `<data dir>/search/`. Nothing heavy is imported until the first call, so the fs server
 starts fast and works without the `search` extra; these three methods then answer FeatureUnavailable.
 """

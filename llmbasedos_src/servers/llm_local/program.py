@@ -5,7 +5,7 @@
 
     LLMBDO_LLM_LOCAL_PORT       TCP port on 127.0.0.1                     (default: 8081)
     LLMBDO_LLM_LOCAL_CTX        context window in tokens                  (default: 2048)
-    LLMBDO_LLM_LOCAL_THREADS    CPU threads for generation                (default: 2)
+    LLMBDO_LLM_LOCAL_THREADS    CPU threads for generation                (default: 1)
     LLMBDO_LLM_LOCAL_MODEL      a GGUF file to serve instead of the bundled model
     LLMBDO_LLM_LOCAL_EMBEDDING  1 to serve /v1/embeddings as well          (default: off)
     LLMBDO_LLM_LOCAL_EXTRA_BUFFERS  1 to let llama.cpp repack weights (AMX/AVX-512; see serve.py)
@@ -81,7 +81,9 @@ def ensure_model(settings: Settings) -> Path:
 def server_command(gguf: Path) -> list[str]:
     port = local_port()
     ctx = _int_env("LLMBDO_LLM_LOCAL_CTX", 2048, 128, 131072)
-    threads = _int_env("LLMBDO_LLM_LOCAL_THREADS", 2, 1, 256)
+    # One thread by default: on a small machine shared with the other services, llama.cpp's threads spin at
+    # barriers while the scheduler runs someone else, and two threads decode several times slower than one.
+    threads = _int_env("LLMBDO_LLM_LOCAL_THREADS", 1, 1, 256)
     embedding = os.environ.get("LLMBDO_LLM_LOCAL_EMBEDDING", "").strip().lower() in {"1", "true", "yes", "on"}
     return [
         sys.executable, "-m", "llmbasedos.servers.llm_local.serve",
@@ -95,6 +97,8 @@ def server_command(gguf: Path) -> list[str]:
         "--n_threads_batch", str(threads),
         # Queue concurrent requests instead of cutting off the stream in progress.
         "--interrupt_requests", "False",
+        # The server's default keeps every position's logits: a 262k-entry vocabulary makes that the main cost.
+        "--logits_all", "False",
         "--embedding", str(embedding),
     ]
 

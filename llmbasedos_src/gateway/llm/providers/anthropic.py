@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+import orjson
 from httpx_sse import EventSource, SSEError
 
 from ....protocol.errors import InvalidParams
@@ -108,7 +109,7 @@ class AnthropicProvider(Provider):
         finally:
             await resp.aclose()
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             blocks = data["content"]
             text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
             tool_calls = [
@@ -135,7 +136,7 @@ class AnthropicProvider(Provider):
                 if not event.data:
                     continue
                 try:
-                    data = json.loads(event.data)
+                    data = orjson.loads(event.data)
                 except ValueError:
                     raise protocol_error(self.cfg.alias, "an event is not JSON") from None
                 kind = data.get("type") if isinstance(data, dict) else None

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from ....protocol.errors import FeatureUnavailable, RPCError, ServiceUnavailable, Timeout, UpstreamError
 from ..registry import ModelConfig
@@ -163,9 +164,7 @@ class Provider(ABC):
 
     def _error_detail(self, body: bytes, extract: Callable[[Any], str | None]) -> str | None:
         try:
-            import json
-
-            detail = extract(json.loads(body))
+            detail = extract(orjson.loads(body))
         except (ValueError, TypeError, AttributeError, KeyError):
             detail = None
         if not detail:

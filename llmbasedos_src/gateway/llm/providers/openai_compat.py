@@ -6,11 +6,11 @@ Streaming asks for `stream_options.include_usage` so the provider's own token co
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+import orjson
 from httpx_sse import EventSource, SSEError
 
 from ....protocol.errors import FeatureUnavailable, RPCError
@@ -94,7 +94,7 @@ class OpenAICompatProvider(Provider):
         finally:
             await resp.aclose()
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             choice = data["choices"][0]
             message = choice.get("message") or {}
             content = message.get("content") or ""
@@ -120,7 +120,7 @@ class OpenAICompatProvider(Provider):
                 if not event.data:
                     continue
                 try:
-                    chunk = json.loads(event.data)
+                    chunk = orjson.loads(event.data)
                 except ValueError:
                     raise protocol_error(self.cfg.alias, "an event is not JSON") from None
                 if not isinstance(chunk, dict):
@@ -156,7 +156,8 @@ class OpenAICompatProvider(Provider):
                                     headers=self._headers(), extract_error=_error_message)
         except RPCError as exc:
             status = exc.data.get("status") if isinstance(exc.data, dict) else None
-            if status in (404, 405, 501):
+            # llama.cpp's server answers 500 "... must be created with embedding=True" when started without.
+            if status in (404, 405, 501) or (status == 500 and "embedding" in exc.message.lower()):
                 raise FeatureUnavailable(
                     f"Model alias {self.cfg.alias!r}: the provider does not serve embeddings") from None
             raise
@@ -167,7 +168,7 @@ class OpenAICompatProvider(Provider):
         finally:
             await resp.aclose()
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
             items = sorted(data["data"], key=lambda d: d.get("index", 0))
             vectors = [[float(x) for x in item["embedding"]] for item in items]
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -69,7 +69,8 @@ async def _send(config: AgentConfig, method: str, url: str, *, timeout: float | 
 
 
 async def http_request(config: AgentConfig, spec: dict[str, Any], timeout: float | None) -> Any:
-    """`spec`: url, method (GET), headers, params, json or body. Returns {status, ok, text, json, headers}."""
+    """`spec`: url, method (GET), headers, params, json or body. Returns {status, ok, text, json, headers};
+    an answer of 400 or more fails the step."""
     url = _check_url(config, spec.get("url"))
     method = str(spec.get("method", "GET")).upper()
     if method not in _METHODS:
@@ -87,6 +88,9 @@ async def http_request(config: AgentConfig, spec: dict[str, Any], timeout: float
     elif spec.get("body") is not None:
         kwargs["content"] = str(spec["body"]).encode("utf-8")
     result = await _send(config, method, url, timeout=timeout, **kwargs)
+    if result["status"] >= 400:
+        # A failure, so that retry and on_error apply; the body stays out of the message (it may be large).
+        raise StepFailed(f"HTTP {result['status']} from {urlsplit(url).hostname}")
     return result
 
 

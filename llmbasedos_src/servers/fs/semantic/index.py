@@ -106,6 +106,11 @@ class SemanticIndex:
         self.max_file_bytes = max_file_bytes or max_file_bytes_from_env()
         self._run_lock = threading.Lock()
         self.indexing = False
+        # The index's own files, should the data dir sit inside the virtual root, are never indexed.
+        try:
+            self._own_dir: str | None = root.to_virtual(directory)
+        except RPCError:
+            self._own_dir = None
 
     # -- status --------------------------------------------------------------------------------------------
 
@@ -195,7 +200,7 @@ class SemanticIndex:
             if not self._indexed_under(target, recursive=True):
                 raise NotFound(f"No such file or directory: {target}")
         elif stat_mod.S_ISDIR(st.st_mode):
-            candidates = self._walk(target, recursive, run)
+            candidates = self._walk(target, recursive)
         elif stat_mod.S_ISREG(st.st_mode):
             candidates = [_Candidate(target, st.st_size, st.st_mtime_ns)]
         else:
@@ -275,14 +280,18 @@ class SemanticIndex:
         return [v for v in names if v == target or (v.startswith(prefix)
                                                     and (recursive or "/" not in v[len(prefix):]))]
 
-    def _walk(self, target: str, recursive: bool, run: _Run) -> list[_Candidate]:
+    def _walk(self, target: str, recursive: bool) -> list[_Candidate]:
         """Regular files under `target`; symlinks are not followed (their targets are indexed where they live)."""
         out: list[_Candidate] = []
         top_fd = self.root.open_dir(target)
         try:
             for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top_fd, follow_symlinks=False):
                 base = posixpath.normpath(posixpath.join(target, dirpath))
-                dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS) if recursive else []
+                if base == self._own_dir:
+                    dirnames[:] = []
+                    continue
+                dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS
+                                     and posixpath.join(base, d) != self._own_dir) if recursive else []
                 for name in sorted(filenames):
                     try:
                         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

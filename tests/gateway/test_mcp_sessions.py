@@ -1,0 +1,48 @@
+"""Sessions of the 2025-11-25 era: ownership, expiry and the bound on their number (pure code, no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llmbasedos.gateway.mcp_http.sessions import SessionStore
+from llmbasedos.gateway.policy import ClientIdentity
+
+ALICE = ClientIdentity("c1", "alice", "FREE", ("*",), False)
+BOB = ClientIdentity("c2", "bob", "FREE", ("*",), False)
+
+
+def test_a_session_belongs_to_its_client() -> None:
+    store = SessionStore()
+    session = store.create(ALICE, "2025-11-25")
+    assert store.get(session.id, ALICE) is session
+    assert store.get(session.id, BOB) is None
+    assert store.get("unknown", ALICE) is None
+    assert store.remove(session.id) is True
+    assert store.get(session.id, ALICE) is None and session.closed
+
+
+def test_idle_sessions_expire() -> None:
+    store = SessionStore(idle_timeout=0.0)
+    session = store.create(ALICE, "2025-11-25")
+    assert store.get(session.id, ALICE) is None
+    assert len(store) == 0
+
+
+async def test_a_busy_session_does_not_expire_and_closing_cancels_its_work() -> None:
+    store = SessionStore(idle_timeout=0.0)
+    session = store.create(ALICE, "2025-11-25")
+    task = asyncio.get_running_loop().create_task(asyncio.sleep(60))
+    session.tasks[1] = task
+    assert store.get(session.id, ALICE) is session
+    store.close()
+    await asyncio.sleep(0)
+    assert task.cancelled() or task.cancelling()
+
+
+def test_the_number_of_sessions_is_bounded() -> None:
+    store = SessionStore(max_sessions=3)
+    first = store.create(ALICE, "2025-11-25")
+    for _ in range(5):
+        store.create(ALICE, "2025-11-25")
+    assert len(store) == 3
+    assert store.get(first.id, ALICE) is None  # the least recently used went first
