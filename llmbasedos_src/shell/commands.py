@@ -226,7 +226,7 @@ async def cmd_cp(sh: Shell, args: list[str]) -> None:
 async def cmd_search(sh: Shell, args: list[str]) -> None:
     if not args:
         raise UsageError('usage: search "query" [top_k]')
-    params: dict[str, Any] = {"query": args[0], "path": sh.cwd}
+    params: dict[str, Any] = {"query": args[0], "scope": sh.cwd}
     if len(args) > 1:
         params["top_k"] = int(args[1])
     res = await sh.client.call("mcp.fs.search", params)
@@ -339,7 +339,7 @@ async def cmd_run(sh: Shell, args: list[str]) -> None:
         raise errors.RPCError(f"workflow {status.get('state')}: {status.get('error', '')}")
 
 
-async def _chat(sh: Shell, messages: list[dict[str, str]]) -> str:
+async def _chat(sh: Shell, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
     parts: list[str] = []
 
     def on_chunk(method: str, params: Any) -> None:
@@ -348,7 +348,10 @@ async def _chat(sh: Shell, messages: list[dict[str, str]]) -> str:
             parts.append(delta)
             sh.out.stream(delta)
 
-    res = await sh.client.call("mcp.llm.chat", {"messages": messages, "stream": True}, on_notification=on_chunk)
+    params: dict[str, Any] = {"messages": messages, "stream": True}
+    if max_tokens is not None:
+        params["options"] = {"max_tokens": max_tokens}
+    res = await sh.client.call("mcp.llm.chat", params, on_notification=on_chunk)
     content = str(res.get("message", {}).get("content", "".join(parts)))
     if sh.out.json_mode:
         sh.out.json(res)
@@ -358,15 +361,26 @@ async def _chat(sh: Shell, messages: list[dict[str, str]]) -> str:
     return content
 
 
-@command("llm", 'llm "prompt"', "Ask the default model; the answer streams as it is written")
+def _max_tokens(args: list[str]) -> tuple[int | None, list[str]]:
+    if len(args) >= 2 and args[0] in ("-n", "--max-tokens"):
+        try:
+            return int(args[1]), args[2:]
+        except ValueError:
+            raise UsageError(f"{args[0]} takes a number of tokens") from None
+    return None, args
+
+
+@command("llm", 'llm [-n MAX_TOKENS] "prompt"', "Ask the default model; the answer streams as it is written")
 async def cmd_llm(sh: Shell, args: list[str]) -> None:
-    if not args:
-        raise UsageError('usage: llm "prompt"')
-    await _chat(sh, [{"role": "user", "content": " ".join(args)}])
+    max_tokens, rest = _max_tokens(args)
+    if not rest:
+        raise UsageError('usage: llm [-n MAX_TOKENS] "prompt"')
+    await _chat(sh, [{"role": "user", "content": " ".join(rest)}], max_tokens)
 
 
-@command("chat", "chat", "A conversation with the default model (empty line or /exit to leave)")
+@command("chat", "chat [-n MAX_TOKENS]", "A conversation with the default model (empty line or /exit to leave)")
 async def cmd_chat(sh: Shell, args: list[str]) -> None:
+    max_tokens, _ = _max_tokens(args)
     history: list[dict[str, str]] = []
     sh.out.text("[dim]chat mode: an empty line or /exit leaves[/]")
     while True:
@@ -374,5 +388,5 @@ async def cmd_chat(sh: Shell, args: list[str]) -> None:
         if line is None or not line.strip() or line.strip() == "/exit":
             return
         history.append({"role": "user", "content": line})
-        answer = await _chat(sh, history)
+        answer = await _chat(sh, history, max_tokens)
         history.append({"role": "assistant", "content": answer})
