@@ -99,7 +99,19 @@ class _WsCaller:
         return await fut
 
 
-async def _measure(call: Caller, method: str, params: Any, in_flight: int, seconds: float) -> dict[str, Any]:
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User+system CPU time a process has used (Linux /proc): its cost per call, whatever else runs here."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(call: Caller, method: str, params: Any, in_flight: int, seconds: float,
+                   pids: dict[str, int] | None = None) -> dict[str, Any]:
     for _ in range(50):  # warm-up
         await call(method, params)
     latencies: list[float] = []
@@ -112,21 +124,31 @@ async def _measure(call: Caller, method: str, params: Any, in_flight: int, secon
             await call(method, params)
             latencies.append(perf() - t0)
 
+    pids = pids or {}
+    cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - started
+    cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     latencies.sort()
     n = len(latencies)
-    return {
+    out: dict[str, Any] = {
         "calls": n,
         "calls_per_s": round(n / elapsed, 1),
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
     }
+    # CPU per call of each server process: what a call costs, independent of how busy the machine is.
+    for name in pids:
+        before, after = cpu0[name], cpu1[name]
+        if before is not None and after is not None and n:
+            out[f"{name}_cpu_us_per_call"] = round((after - before) / n * 1e6, 1)
+    return out
 
 
 async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: str, method: str, params: Any,
-               levels: list[int], seconds: float) -> dict[str, Any]:
+               levels: list[int], seconds: float, backend_pid: int | None = None,
+               gateway_pid: int | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     direct = await RPCClient.connect_unix(socket_path)
     ws_url = url.replace("http://", "ws://") + "/ws"
@@ -134,8 +156,10 @@ async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: s
                           compression=None) as ws:
         via = _WsCaller(ws)
         for level in levels:
-            gw = await _measure(via, method, params, level, seconds)
-            dr = await _measure(lambda m, p: direct.call(m, p), method, params, level, seconds)
+            both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid)) if v is not None}
+            gw = await _measure(via, method, params, level, seconds, both)
+            dr = await _measure(lambda m, p: direct.call(m, p), method, params, level, seconds,
+                                {"backend": backend_pid} if backend_pid is not None else None)
             results[str(level)] = {
                 "gateway_ws": gw,
                 "direct_socket": dr,
@@ -185,14 +209,16 @@ def main() -> None:
             procs.append(proc)
             _wait(lambda: (run_dir / "echo.cap.json").exists(), 30, "echo server", proc)
         cap = _read_json(run_dir / f"{backend}.cap.json")
+        backend_proc = proc
         gateway = _start("llmbasedos.gateway", env, state / "gateway.log")
         procs.append(gateway)
         endpoint = _wait(lambda: _read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
         token_file = state / "data" / "owner.token"
         token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else "bench"
         # The client runs on uvloop too, so that it takes as little of the shared cores as it can.
+        load_before = os.getloadavg()[0]
         results = uvloop.run(_run(run_dir, backend, cap["socket"], token, endpoint["url"], method, params, levels,
-                                  args.seconds))
+                                  args.seconds, backend_proc.pid, gateway.pid))
         at16 = results.get("16")
         out = {
             "benchmark": "gateway",
@@ -202,6 +228,8 @@ def main() -> None:
             "seconds_per_measure": args.seconds,
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
+            # Other work on the machine skews wall-clock figures; *_cpu_us_per_call do not depend on it.
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
         if at16 is not None:
             out["goal_at_16"] = {

@@ -19,7 +19,7 @@ import pytest
 
 from llmbasedos.protocol import errors
 from llmbasedos.rpc_client import RPCClient
-from tests.servers.search_corpus import (
+from tests.servers.test_fs_search_corpus import (
     DOCX_PARAGRAPHS,
     FIRE_QUERY,
     FIRE_SECTION,

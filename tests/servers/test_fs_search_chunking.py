@@ -10,7 +10,7 @@ import pytest
 
 from llmbasedos.servers.fs.semantic.chunking import chunk_text, split_lines
 from llmbasedos.servers.fs.semantic.extract import Unindexable, extract_text
-from tests.servers.search_corpus import make_pdf
+from tests.servers.test_fs_search_corpus import make_pdf
 
 
 def test_lines_are_numbered_like_an_editor() -> None:

@@ -197,7 +197,7 @@ class McpDoor:
         headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in raw_headers}
         if not self.policy.check_origin(headers.get("origin")) or not self._host_ok(headers):
             log.warning("refused an MCP request from a foreign origin or host")
-            await refusal_response(errors.Forbidden("Origin not allowed"))(scope, receive, send)
+            await refusal_response(errors.Forbidden("Origin or Host not allowed"))(scope, receive, send)
             return
         try:
             client = self._client(scope, headers)

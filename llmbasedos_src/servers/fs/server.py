@@ -48,7 +48,7 @@ class FSServer(SearchHandlers, DocxHandlers, MCPServer):
     def fs_list(self, params: dict[str, Any], ctx: CallContext) -> Any:
         return self.ops.list(params.get("path", "/"))
 
-    @method("mcp.fs.stat")
+    @method("mcp.fs.stat", inline=True)
     def fs_stat(self, params: dict[str, Any], ctx: CallContext) -> Any:
         return self.ops.stat(params["path"], params.get("follow_symlinks", True))
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 __all__ = ["Extracted", "Unindexable", "extract_text", "EXTRACTOR_VERSION"]
 
-log = logging.getLogger("llmbasedos.fs.search")
 
 # Bumped when the text an extractor produces changes, so stored chunks are re-made from the files.
 EXTRACTOR_VERSION = 1

@@ -1,4 +1,5 @@
-"""A small corpus on distinct topics, and queries that paraphrase each file without sharing its words."""
+"""Shared data for the search tests (no tests here): a small corpus on distinct topics, and queries that
+paraphrase each file without sharing its words."""
 
 from __future__ import annotations
 
