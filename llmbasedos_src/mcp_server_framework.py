@@ -196,50 +196,69 @@ _FAST_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "f
                                "readOnly", "writeOnly"})
 _FAST_PROP_KEYS = _FAST_ANNOTATIONS | {"type", "enum", "const", "minimum", "maximum", "minLength", "maxLength"}
 _FAST_OBJ_KEYS = _FAST_ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "$schema"}
-_FAST_TYPES: dict[str, Callable[[Any], bool]] = {
-    "string": lambda v: type(v) is str,
-    "boolean": lambda v: type(v) is bool,
-    "integer": lambda v: type(v) is int,
-    "number": lambda v: type(v) in (int, float),
-    "null": lambda v: v is None,
+# JSON type name -> the Python types (compared with `type(v) in`, so bool is never an integer) it accepts.
+_FAST_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
 }
 
 
 def _fast_prop_check(schema: Any) -> Callable[[Any], bool] | None:
+    """One predicate for a property schema, or None when it needs jsonschema.
+
+    Built as a single function without generators: it runs for every param of every call.
+    """
     if schema is True or schema == {}:
         return lambda v: True
     if not isinstance(schema, dict) or not set(schema) <= _FAST_PROP_KEYS:
         return None
-    checks: list[Callable[[Any], bool]] = []
+    types: frozenset[type] | None = None
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         if not all(isinstance(n, str) and n in _FAST_TYPES for n in names):
             return None
-        tests = [_FAST_TYPES[n] for n in names]
-        checks.append(lambda v: any(t(v) for t in tests))
+        types = frozenset(t for n in names for t in _FAST_TYPES[n])
+    members: frozenset[str] | None = None
     for key in ("enum", "const"):
         if key in schema:
             allowed = schema[key] if key == "enum" else [schema[key]]
             if not isinstance(allowed, list) or not all(type(a) is str for a in allowed):
                 return None  # bool/number equality has JSON Schema subtleties: leave those to jsonschema
-            members = frozenset(allowed)
-            checks.append(lambda v, m=members: type(v) is str and v in m)  # type: ignore[misc]
+            members = frozenset(allowed) if members is None else members & frozenset(allowed)
     bounds = {k: schema[k] for k in ("minimum", "maximum", "minLength", "maxLength") if k in schema}
     if not all(type(b) in (int, float) for b in bounds.values()):
         return None
-    if "minimum" in bounds:
-        lo = bounds["minimum"]
-        checks.append(lambda v: type(v) not in (int, float) or v >= lo)
-    if "maximum" in bounds:
-        hi = bounds["maximum"]
-        checks.append(lambda v: type(v) not in (int, float) or v <= hi)
-    if "minLength" in bounds:
-        lo_len = bounds["minLength"]
-        checks.append(lambda v: type(v) is not str or len(v) >= lo_len)
-    if "maxLength" in bounds:
-        hi_len = bounds["maxLength"]
-        checks.append(lambda v: type(v) is not str or len(v) <= hi_len)
-    return lambda v: all(c(v) for c in checks)
+    lo = bounds.get("minimum")
+    hi = bounds.get("maximum")
+    lo_len = bounds.get("minLength")
+    hi_len = bounds.get("maxLength")
+    if members is None and lo is None and hi is None and lo_len is None and hi_len is None:
+        if types is None:
+            return lambda v: True
+        return lambda v: type(v) in types  # the common case: a plain type
+
+    def check(v: Any) -> bool:
+        t = type(v)
+        if types is not None and t not in types:
+            return False
+        if members is not None and (t is not str or v not in members):
+            return False
+        if t is int or t is float:
+            if lo is not None and v < lo:
+                return False
+            if hi is not None and v > hi:
+                return False
+        elif t is str:
+            if lo_len is not None and len(v) < lo_len:
+                return False
+            if hi_len is not None and len(v) > hi_len:
+                return False
+        return True
+
+    return check
 
 
 def _fast_params_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llmbasedos.programs import get_program
 
 SECRET = "lbd-test-secret-6f1d2a"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from llmbasedos.programs import get_program, module_exists
 
+from llmbasedos.programs import get_program, module_exists
 from tests.test_cli import cli, processes_of
 
 

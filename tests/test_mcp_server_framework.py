@@ -88,7 +88,7 @@ async def test_named_and_positional_params(echo: EchoProc) -> None:
     assert await c.call("mcp.echo.say", ["xy", 3]) == "xyxyxy"
     with pytest.raises(errors.InvalidParams, match="at most 2 positional"):
         await c.call("mcp.echo.say", ["a", 1, 2])
-    with pytest.raises(errors.InvalidParams, match="params.n"):
+    with pytest.raises(errors.InvalidParams, match=r"params\.n"):
         await c.call("mcp.echo.say", {"text": "a", "n": "two"})
     with pytest.raises(errors.InvalidParams, match="required"):
         await c.call("mcp.echo.say", {})
@@ -256,6 +256,29 @@ def test_bad_caps_stop_the_server(tmp_path: Path) -> None:
 
     with pytest.raises(CapsError, match="'ghost' is not a property"):
         T(_settings(tmp_path))
+
+
+async def test_inline_handlers_answer_map_errors_and_notify(echo: EchoProc) -> None:
+    c = await RPCClient.connect_unix(str(echo.socket))
+    seen: list[Any] = []
+    assert await c.call("mcp.echo.inline", {"n": 3}, on_notification=lambda m, p: seen.append(p)) == {"n": 3}
+    assert [p["progress"] for p in seen] == [1, 2, 3]
+    with pytest.raises(errors.InvalidParams, match="negative"):
+        await c.call("mcp.echo.inline", {"n": -1})
+    with pytest.raises(errors.InternalError) as info:
+        await c.call("mcp.echo.inline", {"n": 0})
+    assert info.value.message == "Internal error"
+    # Inline calls and pooled ones share one connection without mixing their answers up.
+    got = await asyncio.gather(c.call("mcp.echo.block", {"seconds": 0.2}), c.call("mcp.echo.inline", {"n": 1}))
+    assert got == [{"blocked": 0.2}, {"n": 1}]
+    await c.close()
+
+
+def test_inline_is_refused_for_async_handlers() -> None:
+    with pytest.raises(TypeError, match="inline=True is for plain def handlers"):
+        @method("mcp.t.a", inline=True)
+        async def a(self: Any, params: dict[str, Any], ctx: Any) -> Any:
+            return None
 
 
 def test_missing_handler_and_unknown_handler(tmp_path: Path) -> None:

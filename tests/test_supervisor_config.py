@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from supervisor.options import ServerOptions
+
 from llmbasedos.programs import PROGRAMS, CapFileReady, Program, get_program, shipped_programs
 from llmbasedos.supervisor_config import (
     CONTAINER_USER,
@@ -20,7 +22,6 @@ from llmbasedos.supervisor_config import (
     render,
     render_container,
 )
-from supervisor.options import ServerOptions
 
 REPO = Path(__file__).resolve().parents[1]
 REGENERATE = "python -m llmbasedos.supervisor_config > supervisord.conf"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from llmbasedos.common_utils import VirtualRoot
 from llmbasedos.protocol import errors
 from llmbasedos.servers.sync.rclone_args import (

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llmbasedos.protocol import errors
 from llmbasedos.rpc_client import RPCClient
-
 from tests.support.procs import ServerHandle
 from tests.support.procs import start_server as start_process
 

@@ -43,6 +43,17 @@ class EchoServer(MCPServer):
             raise FileNotFoundError(2, "No such file or directory", "/very/secret/host/path")
         raise RuntimeError("secret internal detail /home/someone")
 
+    @method("mcp.echo.inline", inline=True)
+    def inline(self, params: dict[str, Any], ctx: CallContext) -> Any:
+        n = params["n"]
+        if n < 0:
+            raise errors.InvalidParams("n must not be negative")
+        if n == 0:
+            raise ZeroDivisionError("a bug")
+        for i in range(n):
+            ctx.progress(i + 1, n)
+        return {"n": n}
+
     @method("mcp.echo.badresult")
     async def badresult(self, params: dict[str, Any], ctx: CallContext) -> Any:
         return 42

@@ -5,7 +5,9 @@
     LLMBDO_FS_MAX_WRITE   largest write in bytes (default 10 MiB)
 
 Handlers are plain functions: they run in the framework's thread pool, so blocking file I/O never stalls
-the event loop. The operations themselves live in `ops.py`, the confinement in `common_utils.VirtualRoot`.
+the event loop. `stat` (a few fd-relative syscalls, microseconds) runs inline on the loop instead: the hop to
+a worker thread cost several times the stat itself. The operations themselves live in `ops.py`, the
+confinement in `common_utils.VirtualRoot`.
 """
 
 from __future__ import annotations
