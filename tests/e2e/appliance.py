@@ -25,9 +25,11 @@ import yaml
 
 from tests.support.dovecot import Dovecot
 
-__all__ = ["Appliance", "MAIL_PASSWORD_ENV", "WORKFLOW_ID"]
+__all__ = ["Appliance", "MAIL_PASSWORD_ENV", "SEEDED", "WORKFLOW_ID"]
 
 MAIL_PASSWORD_ENV = "E2E_ALICE_PASSWORD"
+# Files in the user files before `up`, as a user's own documents would be (virtual path -> text).
+SEEDED = {"/welcome.txt": "Welcome to llmbasedos: your files, mail and models behind one door.\n"}
 WORKFLOW_ID = "e2e_note"
 
 # A workflow that calls a gateway method (the agent acts through the gateway, as the caller).
@@ -88,6 +90,9 @@ class Appliance:
         (config / "mail_accounts.yaml").write_text(yaml.safe_dump(accounts), encoding="utf-8")
         # An alias remote: a real rclone backend pointing at a folder outside the virtual root.
         (config / "rclone.conf").write_text(f"[backup]\ntype = alias\nremote = {self.remote}\n", encoding="utf-8")
+        for vpath, text in SEEDED.items():
+            (self.user_files / vpath.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (self.user_files / vpath.lstrip("/")).write_text(text, encoding="utf-8")
         (config / "workflows" / f"{WORKFLOW_ID}.yaml").write_text(yaml.safe_dump(_WORKFLOW, sort_keys=False),
                                                                   encoding="utf-8")
 
