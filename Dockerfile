@@ -20,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY llmbasedos_src ./llmbasedos_src
 # Models are baked in at build time: the container never downloads anything at run time.
 RUN /opt/venv/bin/pip install ".[search,local-llm]" \
- && /opt/venv/bin/llmbasedos prepare-models --models-dir /opt/models
+ && /opt/venv/bin/llmbasedos prepare-models --data-dir /opt/models-data
 
 # ---- runtime ------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -34,7 +34,7 @@ RUN apt-get update \
  && install -d -o llmbasedos -g llmbasedos -m 0750 /var/lib/llmbasedos /var/log/llmbasedos /run/mcp /data/user_files \
  && install -d -m 0755 /etc/llmbasedos /opt/app
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/models /opt/models
+COPY --from=build /opt/models-data/models /opt/models
 COPY supervisord.conf /opt/app/supervisord.conf
 COPY licence_tiers.yaml /etc/llmbasedos/licence_tiers.yaml
 COPY workflows /etc/llmbasedos/workflows
@@ -46,7 +46,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     LLMBDO_LOG_DIR=/var/log/llmbasedos \
     LLMBDO_CONFIG_DIR=/etc/llmbasedos \
     LLMBDO_VIRTUAL_ROOT=/data/user_files \
-    LLMBDO_MODELS_DIR=/opt/models
+    LLMBDO_LLM_LOCAL_MODEL=/opt/models/gemma-3-270m-q4_k_m.gguf
 USER 10001:10001
 WORKDIR /var/lib/llmbasedos
 VOLUME ["/var/lib/llmbasedos", "/var/log/llmbasedos", "/data/user_files"]

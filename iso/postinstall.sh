@@ -23,7 +23,7 @@ python -m venv "$venv"
 
 # Bake the local model into the image: nothing is downloaded at run time.
 install -d -o llmbasedos -g llmbasedos -m 0750 /var/lib/llmbasedos/data/models
-"$venv/bin/python" -m llmbasedos.cli prepare-models --data-dir /var/lib/llmbasedos/data
+"$venv/bin/llmbasedos" prepare-models --data-dir /var/lib/llmbasedos/data
 chown -R llmbasedos:llmbasedos /var/lib/llmbasedos
 
 install -d -m 0755 /etc/llmbasedos
