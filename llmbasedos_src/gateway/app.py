@@ -6,18 +6,21 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from ..mcp_server_framework import atomic_write_text
 from ..protocol import errors
 from ..settings import Settings
 from .auth import bearer_token, install_token_redactor, refusal_response, remote_of
 from .config import GatewayConfig
-from .mcp_http import McpMiddleware
+from .mcp_http import McpHttpEndpoint
+from .mcp_http.transport import PATH as MCP_PATH
 from .policy import ClientIdentity, Policy
 from .runtime import VERSION, Gateway
 from .ui import install_ui
@@ -57,6 +60,22 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+class _GatewayApp(FastAPI):
+    """FastAPI with `/mcp` served ahead of its whole stack (telemetry, error and body-limit layers, routing):
+    the MCP door answers every error itself, and these layers cost more per call than the door."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mcp_endpoint = McpHttpEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == MCP_PATH:
+            scope["app"] = self
+            await self.mcp_endpoint(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, config: GatewayConfig | None = None, *,
                policy: Policy | None = None) -> FastAPI:
     """Build the gateway app. The gateway starts and stops with the app's lifespan."""
@@ -84,12 +103,11 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
                     endpoint.unlink()
             await gateway.stop()
 
-    app = FastAPI(title="llmbasedos gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = _GatewayApp(title="llmbasedos gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/status", status, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     install_ui(app)
     app.router.routes.append(WebSocketRoute("/ws", ws_endpoint))
-    app.add_middleware(McpMiddleware)  # standard MCP at /mcp, every HTTP method, ahead of the routing
     return app

@@ -138,7 +138,7 @@ async def test_chromium_renders_services_methods_and_decisions(gateway_with_fs: 
     audit = html[html.index('id="audit"'):html.index('id="methods"')]
     assert "mcp.fs.read" in audit and ">denied<" in audit and "reader" in audit
     assert "not allowed for tier" in audit
-    assert "Loading…" not in html and "of 1 services up" in html.replace("2 of 2", "1 of 1") or "services up" in html
+    assert "Loading…" not in html and "services up" in html  # the page filled itself from /status
 
     shot = tmp_path / "ui.png"
     result = _chromium(f"--screenshot={shot}", url)

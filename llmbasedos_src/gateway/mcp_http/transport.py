@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from mcp.shared.inbound import (
+    CLIENT_CAPABILITIES_META_KEY,
     ERROR_CODE_HTTP_STATUS,
+    NAME_BEARING_METHODS,
+    PROTOCOL_VERSION_META_KEY,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -76,7 +80,11 @@ def _valid_id(value: Any) -> bool:
 
 def _accepts(headers: dict[str, str]) -> tuple[bool, bool]:
     """(json, sse) acceptable to the client, with wildcards."""
-    accept = headers.get("accept", "")
+    return _accepts_value(headers.get("accept", ""))
+
+
+@functools.lru_cache(maxsize=64)  # clients repeat one Accept value on every call
+def _accepts_value(accept: str) -> tuple[bool, bool]:
     if not accept:
         return True, False
     types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
@@ -293,17 +301,20 @@ class McpDoor:
             await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
                 "The body must be a single JSON-RPC request: string or integer id, string method, object params")))
             return
-        duplicated = find_duplicated_routing_header((k.decode("latin-1"), "") for k, _ in scope["headers"])
+        # ASGI header names are lowercase: with no name repeated, no routing header can be.
+        duplicated = None if len(headers) == len(scope["headers"]) else \
+            find_duplicated_routing_header((k.decode("latin-1"), "") for k, _ in scope["headers"])
         if duplicated is not None:
             status, answer = _rejection(rid, InboundLadderRejection(errors.MCP_HEADER_MISMATCH,
                                                                     f"{duplicated} header appears more than once"))
             await _send_json(send, status, answer)
             return
-        verdict = classify_inbound_request(message, headers=headers)
-        if isinstance(verdict, InboundLadderRejection):
-            status, answer = _rejection(rid, verdict)
-            await _send_json(send, status, answer)
-            return
+        if not _envelope_accepted(method, params, headers):
+            verdict = classify_inbound_request(message, headers=headers)
+            if isinstance(verdict, InboundLadderRejection):
+                status, answer = _rejection(rid, verdict)
+                await _send_json(send, status, answer)
+                return
         if method == "subscriptions/listen":
             await self._listen(receive, send, rid, params, wants_sse)
             return
@@ -558,6 +569,27 @@ class McpDoor:
 def _progress_token(params: dict[str, Any]) -> Any:
     meta = params.get("_meta")
     return meta.get("progressToken") if isinstance(meta, dict) else None
+
+
+def _envelope_accepted(method: str, params: dict[str, Any], headers: dict[str, str]) -> bool:
+    """True when the SDK's `classify_inbound_request` would surely accept this request: the well-formed case,
+    checked without its generic mapping checks. False means "ask the SDK", which then names the fault."""
+    meta = params.get("_meta")
+    if type(meta) is not dict or CLIENT_CAPABILITIES_META_KEY not in meta:
+        return False
+    version = meta.get(PROTOCOL_VERSION_META_KEY)
+    if type(version) is not str or version not in MODERN_VERSIONS or headers.get("mcp-protocol-version") != version \
+            or headers.get("mcp-method") != method:
+        return False
+    name_key = NAME_BEARING_METHODS.get(method)
+    if name_key is None:
+        return True
+    value = params.get(name_key)
+    if value is None:
+        return True
+    name = headers.get("mcp-name")
+    # A base64-sentinel header needs decoding first: leave that to the SDK.
+    return name is not None and name == value and not name.startswith("=?")
 
 
 def _has_envelope(message: dict[str, Any]) -> bool:
