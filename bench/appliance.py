@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _procs import free_port
 from websockets.sync.client import connect as ws_connect
 
 from llmbasedos.programs import Program, available_programs
@@ -41,10 +41,6 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LLMBDO_")}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kib(pid: int) -> int:
@@ -151,7 +147,7 @@ def _via_up(idle: float, corpus_files: int = 0) -> dict[str, Any]:
 
 def _direct(programs: list[Program]) -> float:
     state = Path(tempfile.mkdtemp(prefix="lbd-d", dir="/tmp"))
-    layout = Layout.for_state_dir(state, gateway_port=_free_port(), llm_local_port=_free_port())
+    layout = Layout.for_state_dir(state, gateway_port=free_port(), llm_local_port=free_port())
     for d in (layout.run_dir, layout.data_dir, layout.log_dir, layout.config_dir, layout.virtual_root):
         d.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _procs import cpu_seconds
 
 from llmbasedos.rpc_client import RPCClient
 
@@ -79,15 +80,6 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) ->
         time.sleep(0.02)
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU time a process has used (Linux /proc), to tell server cost from waiting."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(sock: str, method: str, params: Any, calls: int, concurrency: int,
@@ -105,11 +97,11 @@ async def measure(sock: str, method: str, params: Any, calls: int, concurrency: 
                 await client.call(method, params)
                 latencies.append(time.perf_counter() - t0)
 
-        cpu0 = _cpu_seconds(server_pid)
+        cpu0 = cpu_seconds(server_pid)
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-        cpu1 = _cpu_seconds(server_pid)
+        cpu1 = cpu_seconds(server_pid)
     finally:
         await client.close()
     latencies.sort()

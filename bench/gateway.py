@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 
 import orjson
 import uvloop
+from _procs import cpu_seconds, read_json, start, stop, wait_until
 from websockets.asyncio.client import connect as ws_connect
 
 from llmbasedos.rpc_client import RPCClient
@@ -36,40 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 Caller = Callable[[str, Any], Awaitable[Any]]
 
 
-def _wait(predicate: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {timeout:g} s")
-        time.sleep(0.02)
 
 
-def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=str(REPO))
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 class _WsCaller:
@@ -99,15 +71,6 @@ class _WsCaller:
         return await fut
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU time a process has used (Linux /proc): its cost per call, whatever else runs here."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _measure(call: Caller, method: str, params: Any, in_flight: int, seconds: float,
@@ -125,11 +88,11 @@ async def _measure(call: Caller, method: str, params: Any, in_flight: int, secon
             latencies.append(perf() - t0)
 
     pids = pids or {}
-    cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - started
-    cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     latencies.sort()
     n = len(latencies)
     out: dict[str, Any] = {
@@ -200,19 +163,19 @@ def main() -> None:
         try:
             if args.backend != "fs":
                 raise RuntimeError("echo asked for")
-            proc = _start("llmbasedos.servers.fs", env, state / "fs.log")
+            proc = start(["-m", "llmbasedos.servers.fs"], env, state / "fs.log")
             procs.append(proc)
-            _wait(lambda: (run_dir / "fs.cap.json").exists(), 60, "fs server", proc)
+            wait_until(lambda: (run_dir / "fs.cap.json").exists(), 60, "fs server", proc)
         except RuntimeError:
             backend, method, params = "echo", "mcp.echo.say", {"text": "hello"}
-            proc = _start("tests.support.echo_server", env, state / "echo.log")
+            proc = start(["-m", "tests.support.echo_server"], env, state / "echo.log")
             procs.append(proc)
-            _wait(lambda: (run_dir / "echo.cap.json").exists(), 30, "echo server", proc)
-        cap = _read_json(run_dir / f"{backend}.cap.json")
+            wait_until(lambda: (run_dir / "echo.cap.json").exists(), 30, "echo server", proc)
+        cap = read_json(run_dir / f"{backend}.cap.json")
         backend_proc = proc
-        gateway = _start("llmbasedos.gateway", env, state / "gateway.log")
+        gateway = start(["-m", "llmbasedos.gateway"], env, state / "gateway.log")
         procs.append(gateway)
-        endpoint = _wait(lambda: _read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
+        endpoint = wait_until(lambda: read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
         token_file = state / "data" / "owner.token"
         token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else "bench"
         # The client runs on uvloop too, so that it takes as little of the shared cores as it can.
@@ -245,7 +208,7 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             with contextlib.suppress(Exception):
-                _stop(proc)
+                stop(proc)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,29 +26,15 @@ from typing import Any
 
 import httpx
 import orjson
+from _procs import free_port, wait_until
 from websockets.asyncio.client import connect as ws_connect
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "List the planets of the solar system, one per line, with one fact each."}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise SystemExit(f"{what}: the process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: not ready after {timeout:g} s")
-        time.sleep(0.05)
 
 
 def _llama_ready(base: str) -> bool:
@@ -173,7 +158,7 @@ def main() -> None:
 
     state = Path(tempfile.mkdtemp(prefix="bllm", dir="/tmp"))
     model_cache = Path(tempfile.gettempdir()) / "llmbasedos-test-model"
-    port = _free_port()
+    port = free_port()
     run_dir, config_dir = state / "run", state / "config"
     config_dir.mkdir(parents=True)
     (config_dir / "licence_tiers.yaml").write_text(
@@ -191,11 +176,11 @@ def main() -> None:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(llama)
         base = f"http://127.0.0.1:{port}/v1"
-        _wait(lambda: _llama_ready(base), 300, "llm-local", llama)
+        wait_until(lambda: _llama_ready(base), 300, "llm-local", llama)
         gateway = subprocess.Popen([sys.executable, "-m", "llmbasedos.gateway"], env=env, cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(gateway)
-        info = _wait(lambda: _gateway_info(run_dir, gateway.pid), 60, "gateway", gateway)
+        info = wait_until(lambda: _gateway_info(run_dir, gateway.pid), 60, "gateway", gateway)
         token = (state / "data" / "owner.token").read_text().strip()
         ws_url = info["url"].replace("http://", "ws://") + f"/ws?token={token}"
         result = asyncio.run(_bench(base, ws_url, args.rounds, args.max_tokens, args.ttft_rounds))

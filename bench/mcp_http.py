@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _procs import cpu_seconds, free_port, read_json, start, stop, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 MODERN = "2026-07-28"
@@ -50,59 +50,16 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {timeout:g} s")
-        time.sleep(0.05)
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=str(REPO))
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far (Linux /proc)."""
-    total = 0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 class Target:
@@ -161,10 +118,10 @@ async def _measure(target: Target, concurrency: int, seconds: float) -> dict[str
                 await one()
 
         began = time.perf_counter()
-        cpu_before = _cpu_seconds(target.pids)
+        cpu_before = (cpu_seconds(*target.pids) or 0.0)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-        cpu = _cpu_seconds(target.pids) - cpu_before
+        cpu = (cpu_seconds(*target.pids) or 0.0) - cpu_before
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -201,12 +158,12 @@ def main() -> int:
         env.update({"LLMBDO_STATE_DIR": str(state), "LLMBDO_RUN_DIR": str(run_dir),
                     "LLMBDO_CONFIG_DIR": str(config_dir), "LLMBDO_GATEWAY_PORT": "0",
                     "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)})
-        echo = _start(["-m", "tests.support.echo_server"], env, state / "echo.log")
+        echo = start(["-m", "tests.support.echo_server"], env, state / "echo.log")
         procs.append(echo)
-        _wait(lambda: (run_dir / "echo.cap.json").exists(), 60, "echo server", echo)
-        gateway = _start(["-m", "llmbasedos.gateway"], env, state / "gateway.log")
+        wait_until(lambda: (run_dir / "echo.cap.json").exists(), 60, "echo server", echo)
+        gateway = start(["-m", "llmbasedos.gateway"], env, state / "gateway.log")
         procs.append(gateway)
-        info = _wait(lambda: _read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
+        info = wait_until(lambda: read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
         token = (state / "data" / "owner.token").read_text(encoding="utf-8").strip()
         ours = info["url"] + "/mcp"
 
@@ -218,10 +175,10 @@ def main() -> int:
                                         "params": {"_meta": ENVELOPE}}, trust_env=False)
                 return any(t["name"] == "echo_say" for t in resp.json()["result"]["tools"])
             return False
-        _wait(routed, 60, "echo_say routed by the gateway", gateway)
+        wait_until(routed, 60, "echo_say routed by the gateway", gateway)
 
-        port = _free_port()
-        sdk = _start(["-c", SDK_SERVER, str(port)], env, state / "sdk.log")
+        port = free_port()
+        sdk = start(["-c", SDK_SERVER, str(port)], env, state / "sdk.log")
         procs.append(sdk)
         peer = f"http://127.0.0.1:{port}/mcp"
 
@@ -229,7 +186,7 @@ def main() -> int:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 return True
             return False
-        _wait(listening, 60, "SDK MCPServer", sdk)
+        wait_until(listening, 60, "SDK MCPServer", sdk)
 
         auth = {"authorization": f"Bearer {token}"}
         targets = {
@@ -246,7 +203,7 @@ def main() -> int:
             results = asyncio.run(_run_all(targets, levels, args.seconds))
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         shutil.rmtree(state, ignore_errors=True)
 
     ratios = {era: {str(level): round(results[f"llmbasedos_{era}"][str(level)]["calls_per_s"]
