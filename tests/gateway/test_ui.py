@@ -129,9 +129,13 @@ async def test_chromium_renders_services_methods_and_decisions(gateway_with_fs: 
     await _make_decisions(gw)
     url = f"{gw.url}/ui?token={gw.token}"
 
-    dom = _chromium("--dump-dom", url)
+    async with WsClient.connect(gw.ws_url, gw.token):  # a connected client for the page to list
+        dom = _chromium("--dump-dom", url)
     assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
     html = dom.stdout.decode()
+    assert "1 of 1 services up" in html and "Loading…" not in html
+    clients = html[html.index('id="clients"'):html.index('id="usage"')]
+    assert "<td>owner</td><td>ws</td>" in clients
     services = html[html.index('id="services"'):html.index('id="clients"')]
     assert "<td>fs</td>" in services and "state-up" in services and ">up<" in services
     assert "mcp.fs.list" in services and "mcp.fs.read" in services

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
+from tests.gateway.harness import BACKENDS, Env, GatewayProcess, WsClient, wait_until
 from tests.support.procs import ServerHandle, start_server
 
 __all__ = ["AgentStack", "LoopbackHTTP", "TIERS"]
@@ -125,6 +125,20 @@ class AgentStack:
     def _start(self, name: str, **env: str) -> ServerHandle:
         handle = start_server(name, {**self.env.env, **env})
         self.env.backends.append(handle)
+        return handle
+
+    def start_routed(self, name: str, **env: str) -> ServerHandle:
+        """Start a backend and wait until the gateway lists its methods, so a workflow never races discovery."""
+        handle = self.env.start_backend(name, **env) if name in BACKENDS else self._start(name, **env)
+
+        async def wait() -> None:
+            async with WsClient.connect(self.gw.ws_url, self.gw.token) as c:
+                async def listed() -> bool:
+                    services = await c.call("mcp.listCapabilities")
+                    return any(s["service_name"] == name for s in services)
+                await wait_until(listed, what=f"the {name} service routed by the gateway")
+
+        asyncio.run(wait())
         return handle
 
     def start_agent(self) -> ServerHandle:

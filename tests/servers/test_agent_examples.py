@@ -18,7 +18,7 @@ def stack() -> Iterator[AgentStack]:
     shipped = {p.name: p.read_text(encoding="utf-8") for p in REPO_WORKFLOWS.glob("*.yaml")}
     s = AgentStack(shipped)
     try:
-        s._start("sync", LLMBDO_VIRTUAL_ROOT=str(s.root))
+        s.start_routed("sync", LLMBDO_VIRTUAL_ROOT=str(s.root))
         yield s
     finally:
         s.close()

@@ -61,8 +61,8 @@ def stack() -> Iterator[AgentStack]:
     s = AgentStack(WORKFLOWS, AGENT_YAML)
     (s.root / "in.txt").write_text("private words\n", encoding="utf-8")
     try:
-        s.env.start_backend("twin")
-        s.env.start_backend("echo")
+        s.start_routed("twin")
+        s.start_routed("echo")
         yield s
     finally:
         s.close()
