@@ -11,6 +11,11 @@ operation then acts on (directory fd, final name) with the *at() system calls an
 swapped in after the check is never followed by the kernel: the swap is either caught (ELOOP) or acts on the
 link itself, inside the root.
 
+The walk starts from a descriptor of the root held open for the life of the VirtualRoot (opening the root
+again for every lookup was a third of the cost of a stat). Once a second at most, the held descriptor is
+checked against the root path: a root directory that was replaced (moved away, made again) is picked up
+then. Replaced descriptors stay open until `close()`, since another thread may still be walking from one.
+
 Error messages carry virtual paths only; host paths stay in this module.
 """
 
@@ -18,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import posixpath
 import shutil
 import stat as stat_mod
-from collections.abc import Iterator
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +46,10 @@ MAX_NAME_BYTES = 255
 _O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
 _O_DIR = _O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RETRIES = 8  # walks restarted when a component changes under us
+_ROOT_RECHECK_S = 1.0  # how stale the held root descriptor may be after the root directory was replaced
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per path lookup, and frozen ones cost three times as much
 class Located:
     """Where a virtual path lands: an open fd of its parent directory and the final name inside it.
 
@@ -52,10 +61,18 @@ class Located:
     name: str
     vpath: str
     st: os.stat_result | None = None  # lstat of the final name, when the walk already made it
+    owns_fd: bool = True  # False when dir_fd is the VirtualRoot's own root descriptor (never closed here)
 
     @property
     def is_root(self) -> bool:
         return self.vpath == "/"
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def _check_name(name: str, vpath: str) -> None:
@@ -65,6 +82,57 @@ def _check_name(name: str, vpath: str) -> None:
 
 def _short(vpath: str, limit: int = 200) -> str:
     return vpath if len(vpath) <= limit else vpath[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalize(vpath: str) -> str:
+    # Pure and lexical, so cached: clients name the same few paths again and again. Invalid paths raise, and
+    # exceptions are never cached.
+    if vpath == "":
+        raise InvalidParams("A path must not be empty")
+    if "\0" in vpath:
+        raise InvalidParams("A path must not contain NUL bytes")
+    if vpath.isascii():
+        size = len(vpath)
+    else:
+        try:
+            size = len(vpath.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidParams("A path must be valid Unicode text") from None
+    if size > MAX_PATH_BYTES:
+        raise InvalidParams(f"A path must be at most {MAX_PATH_BYTES} bytes")
+    parts: list[str] = []
+    for part in vpath.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise PathOutsideRoot(f"Path is outside the virtual root: {_short(vpath)}")
+            parts.pop()
+            continue
+        if len(part) > MAX_NAME_BYTES // 4:  # only then can it be over MAX_NAME_BYTES in UTF-8
+            _check_name(part, vpath)
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+class _Locating:
+    """The context manager `VirtualRoot.locate` returns (a class: a generator-based one cost more than the
+    walk of a short path)."""
+
+    __slots__ = ("loc",)
+
+    def __init__(self, loc: Located) -> None:
+        self.loc = loc
+
+    def __enter__(self) -> Located:
+        return self.loc
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self.loc.owns_fd:
+            os.close(self.loc.dir_fd)
+        if isinstance(exc, OSError):
+            raise VirtualRoot.error(exc, self.loc.vpath) from None
 
 
 class VirtualRoot:
@@ -79,6 +147,20 @@ class VirtualRoot:
         if not self.root.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "The virtual root is not a directory")
         self._root_str = str(self.root)
+        self._root_fd = self._open_root()
+        st = os.fstat(self._root_fd)
+        self._root_id = (st.st_dev, st.st_ino)
+        self._root_checked = time.monotonic()
+        self._root_lock = threading.Lock()
+        self._fds = [self._root_fd]  # every root descriptor ever opened, closed together
+        self._closer = weakref.finalize(self, _close_all, self._fds)
+
+    def close(self) -> None:
+        """Close the held root descriptor(s). Lookups after this fail (EBADF), never reach a reused number."""
+        with self._root_lock:
+            self._root_fd = -1
+            self._root_checked = float("inf")
+            self._closer()
 
     # -- pure path handling -------------------------------------------------------------------------------
 
@@ -86,32 +168,7 @@ class VirtualRoot:
         """The canonical virtual path of `vpath` (lexical only: symlinks are not looked at)."""
         if not isinstance(vpath, str):
             raise InvalidParams(f"A path must be a string, not {type(vpath).__name__}")
-        if vpath == "":
-            raise InvalidParams("A path must not be empty")
-        if "\0" in vpath:
-            raise InvalidParams("A path must not contain NUL bytes")
-        if vpath.isascii():
-            size = len(vpath)
-        else:
-            try:
-                size = len(vpath.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise InvalidParams("A path must be valid Unicode text") from None
-        if size > MAX_PATH_BYTES:
-            raise InvalidParams(f"A path must be at most {MAX_PATH_BYTES} bytes")
-        parts: list[str] = []
-        for part in vpath.split("/"):
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not parts:
-                    raise PathOutsideRoot(f"Path is outside the virtual root: {_short(vpath)}")
-                parts.pop()
-                continue
-            if len(part) > MAX_NAME_BYTES // 4:  # only then can it be over MAX_NAME_BYTES in UTF-8
-                _check_name(part, vpath)
-            parts.append(part)
-        return "/" + "/".join(parts)
+        return _normalize(vpath)
 
     def to_virtual(self, host: Path | str) -> str:
         """The virtual path of a host path under the root. Raises PathOutsideRoot for anything else."""
@@ -141,6 +198,21 @@ class VirtualRoot:
     def _open_root(self) -> int:
         return os.open(self._root_str, _O_DIR & ~os.O_NOFOLLOW)
 
+    def _root(self) -> int:
+        """The root descriptor to walk from; at most once a second, check it is still the root path's."""
+        if time.monotonic() - self._root_checked < _ROOT_RECHECK_S:
+            return self._root_fd
+        with self._root_lock:
+            if time.monotonic() - self._root_checked >= _ROOT_RECHECK_S:
+                st = os.stat(self._root_str)  # raises as the open of a vanished root did
+                if (st.st_dev, st.st_ino) != self._root_id:
+                    fd = self._open_root()
+                    st = os.fstat(fd)
+                    self._fds.append(fd)
+                    self._root_fd, self._root_id = fd, (st.st_dev, st.st_ino)
+                self._root_checked = time.monotonic()
+            return self._root_fd
+
     def _link_target_vpath(self, dir_vpath: str, target: str, shown: str) -> str:
         """Splice a symlink's target into virtual-path space, refusing targets outside the root."""
         if target.startswith("/"):
@@ -161,22 +233,22 @@ class VirtualRoot:
         pending = vpath
         while True:
             parts = pending.split("/")[1:] if pending != "/" else []
-            fd = self._open_root()
+            root = fd = self._root()
             try:
                 if not parts:
-                    return Located(fd, ".", "/")
+                    return Located(fd, ".", "/", None, False)
                 restart_with: str | None = None
                 last_index = len(parts) - 1
                 for i, name in enumerate(parts):
                     if i == last_index:
                         if not follow_last:
-                            return Located(fd, name, pending)
+                            return Located(fd, name, pending, None, fd != root)
                         try:
                             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                         except FileNotFoundError:
-                            return Located(fd, name, pending)
+                            return Located(fd, name, pending, None, fd != root)
                         if not stat_mod.S_ISLNK(st.st_mode):
-                            return Located(fd, name, pending, st)
+                            return Located(fd, name, pending, st, fd != root)
                     else:
                         try:
                             # O_NOFOLLOW|O_DIRECTORY: a symlink (even one swapped in just now) is never followed.
@@ -198,7 +270,8 @@ class VirtualRoot:
                                 shown = "/" + "/".join(parts[: i + 1])
                                 raise Conflict(f"Not a directory: {_short(shown)}") from None
                         else:
-                            os.close(fd)
+                            if fd != root:
+                                os.close(fd)
                             fd = nfd
                             continue
                     # `name` is a symlink: splice its target into the path and walk again from the root.
@@ -223,29 +296,24 @@ class VirtualRoot:
                 if restarts > _RETRIES:
                     raise Conflict(f"Path keeps changing while it is resolved: {_short(vpath)}")
                 pending = restart_with
-                os.close(fd)
-            except BaseException:
-                with contextlib.suppress(OSError):
+                if fd != root:
                     os.close(fd)
+            except BaseException:
+                if fd != root:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 raise
 
-    @contextlib.contextmanager
-    def locate(self, vpath: Any, *, follow_last: bool = True) -> Iterator[Located]:
-        """Resolve `vpath` and yield where it lands; the parent fd is closed afterwards.
+    def locate(self, vpath: Any, *, follow_last: bool = True) -> _Locating:
+        """Resolve `vpath`; `with` it to get where it lands. The parent fd is closed on leaving the block.
 
         OSErrors raised inside the block are translated to RPCErrors that name the virtual path.
         """
         canonical = self.normalize(vpath)
         try:
-            loc = self._walk(canonical, follow_last)
+            return _Locating(self._walk(canonical, follow_last))
         except OSError as exc:
             raise self.error(exc, canonical) from None
-        try:
-            yield loc
-        except OSError as exc:
-            raise self.error(exc, loc.vpath) from None
-        finally:
-            os.close(loc.dir_fd)
 
     @staticmethod
     def error(exc: OSError, vpath: str) -> RPCError:

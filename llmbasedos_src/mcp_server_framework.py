@@ -445,9 +445,14 @@ class MCPServer:
         """Answer a call of an inline handler right here: no task, no thread, nothing to cancel."""
         assert self._loop is not None
         try:
-            ctx = CallContext(req.id, req.method, conn, self._loop, req.caller)
-            params = self._checked_params(handler, req.params)
-            response = result_response(req.id, self._checked_result(handler, handler.fn(params, ctx)))
+            raw = req.params
+            fast = handler.params_fast
+            # The accept-only check inline for the common named-params call; anything else takes the long way.
+            params = raw if fast is not None and type(raw) is dict and fast(raw) else self._checked_params(handler, raw)
+            result = handler.fn(params, CallContext(req.id, req.method, conn, self._loop, req.caller))
+            if self.settings.debug:
+                result = self._checked_result(handler, result)
+            response = result_response(req.id, result)
         except Exception as exc:  # the same boundary as _run
             response = error_response(req.id, to_rpc_error(exc))
         conn.send(response)

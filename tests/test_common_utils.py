@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,43 @@ def test_swapped_symlink_never_escapes(vr: VirtualRoot, base: Path) -> None:
     assert b"inside" in seen
     assert sorted(os.listdir(base / "outside")) == ["secret.txt"]
     assert (base / "outside" / "secret.txt").read_bytes() == SECRET
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_lookups_leak_no_descriptors_and_close_releases_the_root(base: Path) -> None:
+    vr = VirtualRoot(base / "r")
+    (vr.root / "d").mkdir()
+    (vr.root / "d" / "f.txt").write_text("f")
+    (vr.root / "top.txt").write_text("t")
+    before = _open_fds()
+    for vpath in ("/", "/top.txt", "/d", "/d/f.txt", "/d/missing", "/missing/x"):
+        for _ in range(50):
+            try:
+                vr.stat(vpath)
+            except NotFound:
+                pass
+    assert _open_fds() == before
+    vr.close()
+    assert _open_fds() == before - 1
+    with pytest.raises(RPCError, match="Bad file descriptor"):
+        vr.stat("/top.txt")
+
+
+def test_a_replaced_root_directory_is_picked_up(base: Path) -> None:
+    vr = VirtualRoot(base / "r")
+    (vr.root / "old.txt").write_text("old")
+    assert vr.exists("/old.txt")
+    os.rename(vr.root, base / "r-moved-away")
+    (base / "r").mkdir()
+    (base / "r" / "new.txt").write_text("new")
+
+    deadline = time.monotonic() + 30
+    while not vr.exists("/new.txt"):  # the held descriptor is re-checked at most once a second
+        assert time.monotonic() < deadline, "the new root directory was never picked up"
+        time.sleep(0.05)
+    assert not vr.exists("/old.txt")
+    with vr.locate("/new.txt") as loc:
+        assert os.stat(loc.name, dir_fd=loc.dir_fd).st_size == 3
