@@ -12,6 +12,7 @@ from ..logs import setup_logging
 from ..settings import Settings
 from .app import create_app
 from .config import ConfigError, GatewayConfig
+from .http_protocol import CorkedHttpToolsProtocol
 from .policy import Policy
 
 log = logging.getLogger("llmbasedos.gateway")
@@ -58,10 +59,12 @@ def main() -> None:
                           call_timeout=config.call_timeout, socket_path=config.socket_path)
     app = create_app(settings, bound, policy=policy)
     server = uvicorn.Server(uvicorn.Config(
-        app, loop="uvloop", http="httptools", ws=_ws_implementation(), lifespan="on",
+        app, loop="uvloop", http=CorkedHttpToolsProtocol, ws=_ws_implementation(), lifespan="on",
         # The access log would print query strings, and `?token=` is one: it stays off.
         access_log=False, log_config=None, ws_max_size=settings.max_frame, ws_per_message_deflate=False,
         timeout_graceful_shutdown=5, server_header=False,
+        # No proxy sits in front of the gateway: X-Forwarded-* from a local client must not rename its address.
+        proxy_headers=False,
     ))
     log.info("gateway listening on http://%s:%d", config.host, port)
     server.run(sockets=[sock])

@@ -445,14 +445,20 @@ class McpDoor:
             def notify(n_method: str, n_params: dict[str, Any]) -> None:
                 q.put_nowait(_sse({"jsonrpc": "2.0", "method": n_method, "params": n_params}))
             call.notify = notify
-        task = asyncio.get_running_loop().create_task(self._run(call, method, params, modern))
+        loop = asyncio.get_running_loop()
+        if queue is None and session is None:
+            # A plain JSON answer: the call runs in this request's own task, which a disconnect cancels. One task
+            # fewer per call than the general path below.
+            await self._answer_here(receive, send, call, method, params, modern)
+            return
+        task = loop.create_task(self._run(call, method, params, modern))
         if session is not None:
             session.tasks[rid] = task
 
         def gone() -> None:
             call.disconnected.set()
             task.cancel()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
+        watcher = loop.create_task(_watch_disconnect(receive, gone))
         try:
             if queue is None:
                 try:
@@ -487,6 +493,26 @@ class McpDoor:
             watcher.cancel()
             if session is not None:
                 session.tasks.pop(rid, None)
+
+    async def _answer_here(self, receive: Receive, send: Send, call: McpCall, method: str, params: dict[str, Any],
+                           modern: bool) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+
+        def gone() -> None:
+            call.disconnected.set()
+            me.cancel()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
+        try:
+            status, answer = await self._run(call, method, params, modern)
+        except asyncio.CancelledError:
+            if not call.disconnected.is_set():
+                raise  # not ours: the server is shutting down
+            me.uncancel()
+            return
+        finally:
+            watcher.cancel()
+        await _send_json(send, status, answer)
 
     async def _run(self, call: McpCall, method: str, params: dict[str, Any],
                    modern: bool) -> tuple[int, dict[str, Any]]:
