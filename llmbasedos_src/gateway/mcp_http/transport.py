@@ -53,6 +53,7 @@ log = logging.getLogger("llmbasedos.gateway.mcp_http")
 
 _AUTH_TTL = 2.0  # seconds an authenticated token is trusted before the policy is asked again
 _KEEPALIVE = 15.0
+_WATCH_AFTER = 0.05  # seconds a plain tools/call runs before its caller's disconnect is watched for
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform"),
@@ -498,11 +499,19 @@ class McpDoor:
                            modern: bool) -> None:
         me = asyncio.current_task()
         assert me is not None
+        loop = asyncio.get_running_loop()
+        watcher: asyncio.Task[None] | None = None
 
         def gone() -> None:
             call.disconnected.set()
             me.cancel()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone))
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(_watch_disconnect(receive, gone))
+        # Most calls end in a few milliseconds: watching for a disconnect only once a call has lasted a while
+        # saves a task per call, and a caller that leaves is still noticed within _WATCH_AFTER.
+        timer = loop.call_later(_WATCH_AFTER, watch)
         try:
             status, answer = await self._run(call, method, params, modern)
         except asyncio.CancelledError:
@@ -511,7 +520,9 @@ class McpDoor:
             me.uncancel()
             return
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
         await _send_json(send, status, answer)
 
     async def _run(self, call: McpCall, method: str, params: dict[str, Any],
