@@ -41,8 +41,6 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LLMBDO_")}
 
 
-
-
 def _rss_kib(pid: int) -> int:
     """Resident memory of a process and everything in its process group (programs lead their own group)."""
     total = 0

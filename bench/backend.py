@@ -80,8 +80,6 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) ->
         time.sleep(0.02)
 
 
-
-
 async def measure(sock: str, method: str, params: Any, calls: int, concurrency: int,
                   server_pid: int | None = None) -> dict[str, float]:
     client = await RPCClient.connect_unix(sock)

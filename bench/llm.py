@@ -33,10 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "List the planets of the solar system, one per line, with one fact each."}]
 
 
-
-
-
-
 def _llama_ready(base: str) -> bool:
     try:
         return httpx.get(f"{base}/models", timeout=2).status_code == 200

@@ -52,18 +52,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection, one request at a time, responses parsed by httptools (llhttp).
 

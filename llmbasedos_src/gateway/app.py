@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ..mcp_server_framework import atomic_write_text
@@ -28,6 +27,7 @@ from .ws import ws_endpoint
 
 __all__ = ["create_app", "ENDPOINT_FILE"]
 
+WS_PATH = "/ws"
 ENDPOINT_FILE = "gateway.json"  # in the run dir: where the gateway listens, for tools that started it on port 0
 
 
@@ -61,8 +61,9 @@ async def metrics(request: Request) -> Response:
 
 
 class _GatewayApp(FastAPI):
-    """FastAPI with `/mcp` served ahead of its whole stack (telemetry, error and body-limit layers, routing):
-    the MCP door answers every error itself, and these layers cost more per call than the door."""
+    """FastAPI with `/mcp` and `/ws` served ahead of its whole stack (telemetry, error and body-limit layers,
+    routing): both doors answer every error themselves, and these layers cost more per call than the doors
+    (on `/ws`, every frame sent went through each layer's wrapper of `send`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,6 +73,9 @@ class _GatewayApp(FastAPI):
         if scope["type"] == "http" and scope["path"] == MCP_PATH:
             scope["app"] = self
             await self.mcp_endpoint(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            scope["app"] = self
+            await ws_endpoint(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -109,5 +113,4 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.add_api_route("/status", status, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     install_ui(app)
-    app.router.routes.append(WebSocketRoute("/ws", ws_endpoint))
     return app
