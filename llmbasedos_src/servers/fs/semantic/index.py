@@ -148,7 +148,9 @@ class SemanticIndex:
                 if chunk_id < 0:
                     break
                 # Cosine of unit vectors is in [-1, 1]; below 0 means "unrelated" for this model: clip to [0, 1].
-                score = min(1.0, max(0.0, float(raw)))
+                # Rounded before the threshold, so that a score a client was shown, passed back as min_score,
+                # keeps that result (rounding up had made it fall below its own displayed score).
+                score = round(min(1.0, max(0.0, float(raw))), 6)
                 if score < min_score:
                     below_min = True
                     break
@@ -161,7 +163,7 @@ class SemanticIndex:
                 if not exists[vpath]:
                     continue
                 results.append({"path": vpath, "start_line": chunk.start_line, "end_line": chunk.end_line,
-                                "score": round(score, 6), "preview": chunk.preview})
+                                "score": score, "preview": chunk.preview})
                 if len(results) == top_k:
                     return results
             if below_min or len(ids) < fetch or fetch >= self.store.chunk_count:
