@@ -137,7 +137,7 @@ class SemanticIndex:
         allowed = None if scope_v == "/" else self.store.ids_under(scope_v)
         if (allowed is not None and len(allowed) == 0) or self.store.chunk_count == 0:
             return []
-        query_vec = self.embedder.encode([query])
+        query_vec = self.embedder.encode_query(query)
         exists: dict[str, bool] = {}
         fetch = top_k
         while True:
