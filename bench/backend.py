@@ -143,7 +143,7 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=10000, help="calls per round (default 10000)")
+    ap.add_argument("--calls", type=int, default=30000, help="calls per round (default 30000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per figure, the median is kept (default 3)")
     ap.add_argument("--floor-server", metavar="SOCKET", help=argparse.SUPPRESS)
     args = ap.parse_args()
