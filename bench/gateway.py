@@ -32,7 +32,7 @@ from _procs import cpu_seconds, read_json, start, stop, wait_until
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 from llmbasedos.rpc_client import RPCClient
 
@@ -49,8 +49,8 @@ class _WsCaller(asyncio.Protocol):
     gateway did, and its cost showed up as the gateway's. The direct path's client (`RPCClient`) is as lean.
     """
 
-    def __init__(self, url: str, token: str) -> None:
-        self.proto = ClientProtocol(parse_uri(url), max_size=None)
+    def __init__(self, uri: WebSocketURI, token: str) -> None:
+        self.proto = ClientProtocol(uri, max_size=None)
         self.token = token
         self.transport: Any = None
         self.ids = itertools.count(1)
@@ -61,7 +61,7 @@ class _WsCaller(asyncio.Protocol):
     @classmethod
     async def open(cls, url: str, token: str) -> _WsCaller:
         uri = parse_uri(url)
-        _, caller = await asyncio.get_running_loop().create_connection(lambda: cls(url, token), uri.host, uri.port)
+        _, caller = await asyncio.get_running_loop().create_connection(lambda: cls(uri, token), uri.host, uri.port)
         await caller.opened
         return caller
 
