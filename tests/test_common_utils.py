@@ -103,6 +103,33 @@ def test_links_are_not_followed_when_asked_not_to(vr: VirtualRoot) -> None:
     assert vr.readlink("/in_abs") == "/d1"
 
 
+def _general_stat(vr: VirtualRoot, vpath: str, follow: bool) -> tuple[str, int, int] | str:
+    """The answer of the general walk (`locate`), which stat_with_path's straight fast path must match."""
+    try:
+        with vr.locate(vpath, follow_last=follow) as loc:
+            st = loc.st or os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
+            return loc.vpath, st.st_ino, st.st_mode
+    except (RPCError, FileNotFoundError) as exc:
+        return type(exc).__name__.replace("FileNotFoundError", "NotFound")
+
+
+@pytest.mark.parametrize("follow", [True, False])
+@pytest.mark.parametrize("vpath", [
+    "/", "/a.txt", "/d1", "/d1/d2/d3/deep.txt", "//d1/./d2/../d2/d3/deep.txt", "/in_rel", "/in_rel/d3/deep.txt",
+    "/in_abs/d2", "/out_abs", "/out_abs/secret.txt", "/d1/out_rel", "/d1/out_rel/secret.txt", "/loop_a",
+    "/loop_a/x", "/dangling_in", "/dangling_out", "/missing", "/d1/missing/x", "/a.txt/x", "/d1/d2/d3/out3",
+])
+def test_stat_fast_path_agrees_with_the_general_walk(vr: VirtualRoot, vpath: str, follow: bool) -> None:
+    expected = _general_stat(vr, vpath, follow)
+    try:
+        got_path, st = vr.stat_with_path(vpath, follow_symlinks=follow)
+        got: tuple[str, int, int] | str = (got_path, st.st_ino, st.st_mode)
+    except RPCError as exc:
+        got = type(exc).__name__
+        assert str(vr.root) not in exc.message
+    assert got == expected
+
+
 def test_loops_and_missing(vr: VirtualRoot) -> None:
     with pytest.raises(InvalidParams, match="symbolic links"):
         vr.resolve("/loop_a")

@@ -274,6 +274,59 @@ async def test_inline_handlers_answer_map_errors_and_notify(echo: EchoProc) -> N
     await c.close()
 
 
+async def test_inline_calls_with_odd_envelopes_are_checked_like_any_other(echo: EchoProc) -> None:
+    """Inline handlers take a short way for well-formed requests; every other envelope still gets its error."""
+    frames = [
+        {"jsonrpc": "2.0", "id": True, "method": "mcp.echo.say", "params": {"text": "x"}},  # bool is no id
+        {"jsonrpc": "2.0", "id": 1.5, "method": "mcp.echo.say", "params": {"text": "x"}},
+        {"jsonrpc": "1.0", "id": 2, "method": "mcp.echo.say", "params": {"text": "x"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "mcp.echo.say", "params": "x"},
+        {"jsonrpc": "2.0", "id": 4, "method": "mcp.echo.say", "params": {"text": 5}},
+        {"jsonrpc": "2.0", "id": "s", "method": "mcp.echo.say", "params": ["positional"]},
+        {"jsonrpc": "2.0", "id": 5, "method": "mcp.echo.say"},
+    ]
+    out = await raw_exchange(echo.socket, b"".join(encode_frame(f) for f in frames), len(frames))
+    by_id = {json.dumps(m["id"]): m for m in out}
+    assert [m.get("error", {}).get("code") for m in out[:3]] == [errors.INVALID_REQUEST] * 3
+    assert by_id["3"]["error"]["code"] == errors.INVALID_REQUEST
+    assert by_id["4"]["error"]["code"] == errors.INVALID_PARAMS and "text" in by_id["4"]["error"]["message"]
+    assert by_id['"s"'] == {"jsonrpc": "2.0", "id": "s", "result": "positional"}
+    assert by_id["5"]["error"]["code"] == errors.INVALID_PARAMS  # "text" is required
+
+
+async def test_a_peer_that_does_not_read_is_held_back_and_others_are_served(echo: EchoProc) -> None:
+    """Answers for a peer that only sends pile up to a bound, then the server stops reading from it."""
+    reader, writer = await asyncio.open_unix_connection(str(echo.socket))
+    big = "y" * 60_000
+    frame = encode_frame({"jsonrpc": "2.0", "id": 1, "method": "mcp.echo.say", "params": {"text": big}})
+    sent = 0
+    try:
+        # Keep sending until our own socket buffer is full: the server has stopped reading from us.
+        for i in range(2000):
+            writer.write(frame.replace(b'"id":1', f'"id":{i}'.encode()))
+            sent += 1
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                break
+        assert sent < 2000, "the server kept reading from a peer that never reads"
+        # Meanwhile another client is served as usual.
+        c = await RPCClient.connect_unix(str(echo.socket))
+        assert await c.call("mcp.echo.say", {"text": "still here"}) == "still here"
+        await c.close()
+        # Once the stuck peer reads, it gets every answer, in order (what it had left to send goes out too).
+        dec = NulFrameDecoder(1 << 24)
+        got: list[Any] = []
+        while len(got) < sent:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+            assert chunk
+            got += [f.value for f in dec.receive_data(chunk)]
+        assert [m["id"] for m in got] == list(range(sent))
+        assert all(m["result"] == big for m in got)
+    finally:
+        writer.transport.abort()
+
+
 def test_inline_is_refused_for_async_handlers() -> None:
     with pytest.raises(TypeError, match="inline=True is for plain def handlers"):
         @method("mcp.t.a", inline=True)

@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from ..logs import setup_logging
+from ..mcp_server_framework import freeze_startup_heap
 from ..settings import Settings
 from .app import create_app
 from .config import ConfigError, GatewayConfig
@@ -67,6 +68,7 @@ def main() -> None:
         proxy_headers=False,
     ))
     log.info("gateway listening on http://%s:%d", config.host, port)
+    freeze_startup_heap()
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)

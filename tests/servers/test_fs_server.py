@@ -466,6 +466,21 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(tmp, b)
 
 
+def _restore_inside_secret(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return  # it is the symlink to the outside at this instant
+    try:
+        fd = os.open("secret.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+    except FileExistsError:
+        return
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(b"inside")
+
+
 async def test_symlink_swapped_in_during_use(client: RPCClient, fs: FS, work: str) -> None:
     """A thread flips a directory (and a file) with symlinks to the outside while calls run: zero escapes."""
     w = fs.root / work[1:]
@@ -512,10 +527,11 @@ async def test_symlink_swapped_in_during_use(client: RPCClient, fs: FS, work: st
         for batch in range(12):
             for result in await asyncio.gather(*(attempt(batch * 16 + j) for j in range(16))):
                 seen.extend(result)
-            # Keep the bait in place: restore the inside secret file the delete calls remove.
+            # Keep the bait in place: restore the inside secret file the delete calls remove. The flipper still
+            # runs, so the directory is opened without following a symlink and the file created inside that
+            # fd: a check of the name then a write through it could itself land outside.
             for d in (w / "race", w / "race_alt"):
-                if d.is_dir() and not d.is_symlink() and not (d / "secret.txt").exists():
-                    (d / "secret.txt").write_text("inside")
+                _restore_inside_secret(d)
     finally:
         stop.set()
         flipper.join()

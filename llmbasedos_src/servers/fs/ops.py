@@ -178,14 +178,7 @@ class FileOps:
         return entries
 
     def stat(self, path: str, follow_symlinks: bool = True) -> dict[str, Any]:
-        with self.vroot.locate(path, follow_last=follow_symlinks) as loc:
-            st = loc.st
-            if st is None:
-                try:
-                    st = os.stat(loc.name, dir_fd=loc.dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise NotFound(f"No such file or directory: {loc.vpath}") from None
-            vpath = loc.vpath
+        vpath, st = self.vroot.stat_with_path(path, follow_symlinks=follow_symlinks)
         # Built in one go rather than through _entry: stat is the call clients make most.
         mode = st.st_mode
         kind = entry_type(mode)
