@@ -169,10 +169,12 @@ async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: s
     via = await _WsCaller.open(url.replace("http://", "ws://") + "/ws", token)
     try:
         for level in levels:
-            both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid)) if v is not None}
+            # The client (this process) shares the two cores with the servers: its cost per call is shown too.
+            both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid), ("client", os.getpid()))
+                    if v is not None}
             gw = await _measure(via, method, params, level, seconds, both)
             dr = await _measure(lambda m, p: direct.call(m, p), method, params, level, seconds,
-                                {"backend": backend_pid} if backend_pid is not None else None)
+                                {k: v for k, v in both.items() if k != "gateway"})
             results[str(level)] = {
                 "gateway_ws": gw,
                 "direct_socket": dr,

@@ -58,10 +58,11 @@ class RPCClient:
             pass
         finally:
             self.closed.set()
-            for fut in self._pending.values():
+            # Taken out first: what a waiter does when it fails may touch the table (the gateway's calls do).
+            pending, self._pending = self._pending, {}
+            for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(errors.ServiceUnavailable("Connection to the service was lost"))
-            self._pending.clear()
 
     def _deliver(self, value: Any) -> None:
         items = value if isinstance(value, list) else [value]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import socket
 import sys
@@ -15,6 +17,7 @@ from .app import create_app
 from .config import ConfigError, GatewayConfig
 from .http_protocol import CorkedHttpToolsProtocol
 from .policy import Policy
+from .ws_protocol import DirectWebSocketProtocol
 
 log = logging.getLogger("llmbasedos.gateway")
 
@@ -29,11 +32,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _ws_implementation() -> str:
-    # The sans-I/O implementation is the leaner one; older uvicorn releases only have the legacy one.
-    from uvicorn.config import WS_PROTOCOLS
-
-    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
 
 
 def main() -> None:
@@ -56,11 +54,11 @@ def main() -> None:
         policy.close()
         raise SystemExit(2) from None
     port = sock.getsockname()[1]
-    bound = GatewayConfig(host=config.host, port=port, allow_remote=config.allow_remote,
-                          call_timeout=config.call_timeout, socket_path=config.socket_path)
+    bound = dataclasses.replace(config, port=port)
     app = create_app(settings, bound, policy=policy)
+    ws_protocol = functools.partial(DirectWebSocketProtocol, max_unread=config.ws_max_unread)
     server = uvicorn.Server(uvicorn.Config(
-        app, loop="uvloop", http=CorkedHttpToolsProtocol, ws=_ws_implementation(), lifespan="on",
+        app, loop="uvloop", http=CorkedHttpToolsProtocol, ws=ws_protocol, lifespan="on",  # type: ignore[arg-type]
         # The access log would print query strings, and `?token=` is one: it stays off.
         access_log=False, log_config=None, ws_max_size=settings.max_frame, ws_per_message_deflate=False,
         timeout_graceful_shutdown=5, server_header=False,

@@ -5,6 +5,8 @@
     LLMBDO_GATEWAY_ALLOW_REMOTE  1 to allow a non-loopback bind           (default: off)
     LLMBDO_CALL_TIMEOUT          seconds a routed call may take           (default: 120)
     LLMBDO_GATEWAY_SOCKET        path of the local door                   (default: <run dir>/gateway.sock)
+    LLMBDO_WS_MAX_UNREAD         bytes of answers a WebSocket client may leave unread before it is
+                                 closed (1013)                            (default: 67108864, 64 MiB)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class GatewayConfig:
     allow_remote: bool = False
     call_timeout: float = 120.0
     socket_path: Path | None = None  # None: <run dir>/gateway.sock
+    ws_max_unread: int = 64 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -62,8 +65,15 @@ class GatewayConfig:
         if not timeout > 0:
             raise ConfigError("LLMBDO_CALL_TIMEOUT: must be more than 0 seconds")
         sock = os.environ.get("LLMBDO_GATEWAY_SOCKET")
+        unread_raw = os.environ.get("LLMBDO_WS_MAX_UNREAD", str(cls.ws_max_unread))
+        try:
+            unread = int(unread_raw)
+        except ValueError:
+            raise ConfigError(f"LLMBDO_WS_MAX_UNREAD: {unread_raw!r} is not a number of bytes") from None
+        if unread < 1 << 20:
+            raise ConfigError("LLMBDO_WS_MAX_UNREAD: must be at least 1048576 bytes (1 MiB)")
         cfg = cls(host=host, port=port, allow_remote=_truthy(os.environ.get("LLMBDO_GATEWAY_ALLOW_REMOTE")),
-                  call_timeout=timeout, socket_path=Path(sock) if sock else None)
+                  call_timeout=timeout, socket_path=Path(sock) if sock else None, ws_max_unread=unread)
         cfg.check()
         return cfg
 

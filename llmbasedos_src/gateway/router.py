@@ -22,9 +22,10 @@ from ..protocol.caps import Capability, CapsError, ServiceCaps
 from ..protocol.messages import RequestId
 from .metrics import Metrics
 from .policy import ClientIdentity, Policy
-from .upstream import Upstream, UpstreamPool
+from .upstream import SentCall, Upstream, UpstreamPool
 
-__all__ = ["Router", "GatewayCall", "LocalHandler", "NotifyFn", "outcome_of", "capability_to_dict"]
+__all__ = ["Router", "RoutedCall", "AnswerFn", "GatewayCall", "LocalHandler", "NotifyFn", "outcome_of",
+           "capability_to_dict"]
 
 log = logging.getLogger("llmbasedos.gateway.router")
 
@@ -32,6 +33,9 @@ NotifyFn = Callable[[str, dict[str, Any]], None]
 """Receives (method, params) of a notification for the caller; params["id"] is the caller's request id."""
 
 LocalHandler = Callable[["GatewayCall", dict[str, Any]], Awaitable[Any]]
+
+AnswerFn = Callable[["RoutedCall", Any, "errors.RPCError | None"], None]
+"""Receives (call, result, error) once when a call started with `Router.start` ends; error is None on success."""
 
 GATEWAY_SERVICE = "gateway"
 _UNKNOWN_METHOD_LABEL = "(unknown)"
@@ -98,6 +102,69 @@ class _Service:
         self.caps = caps
         self.upstream = upstream
         self.source = source
+
+
+class RoutedCall:
+    """A call to a backend started by `Router.start`: no task, no coroutine. The backend's answer resolves it
+    in the upstream's read callback (it stands in for the future there), and it then does what the end of
+    `Router.call` does — metrics, audit — and hands the answer to its caller.
+    """
+
+    __slots__ = ("_answer", "_router", "_sent", "client", "finished", "method", "request_id", "started")
+
+    def __init__(self, router: Router, client: ClientIdentity, method: str, request_id: RequestId,
+                 answer: AnswerFn, started: float) -> None:
+        self._router = router
+        self._answer = answer
+        self._sent: SentCall | None = None
+        self.client = client
+        self.method = method
+        self.request_id = request_id
+        self.started = started
+        self.finished = False
+
+    # -- resolved by the upstream's read loop, like a future
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, value: Any) -> None:
+        self._end("ok", value, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        error = exc if isinstance(exc, errors.RPCError) else errors.InternalError()
+        self._end(outcome_of(error), None, error)
+
+    # -- ended by the caller or the clock
+
+    def cancel(self) -> None:
+        """The caller cancelled the call or went away: the backend is told to stop."""
+        if not self.finished:
+            if self._sent is not None:
+                self._sent.cancel()
+            self._end("cancelled", None, errors.Cancelled("Call cancelled"))
+
+    def expire(self) -> None:
+        if not self.finished:
+            if self._sent is not None:
+                self._sent.cancel()
+            timeout = self._router.call_timeout
+            self._end("timeout", None, errors.Timeout(f"{self.method} timed out after {timeout:g} s"))
+
+    def _end(self, outcome: str, result: Any, error: errors.RPCError | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self._sent is not None:
+            self._sent.ended()
+        router = self._router
+        elapsed = time.perf_counter() - self.started
+        router.metrics.observe(self.method, outcome, elapsed)
+        try:
+            router.policy.record_call(self.client, self.method, outcome, elapsed * 1000.0)
+        except Exception:
+            log.exception("audit of a routed call failed")
+        self._answer(self, result, error)
 
 
 def capability_to_dict(cap: Capability) -> dict[str, Any]:
@@ -280,6 +347,46 @@ class Router:
             caller = self._callers[client] = {"client_id": client.client_id, "name": client.name,
                                               "tier": client.tier}
         return caller
+
+    def start(self, client: ClientIdentity, method: str, params: Any, *, request_id: RequestId,
+              answer: AnswerFn, notify: NotifyFn | None = None) -> RoutedCall | None:
+        """Start a call to a backend service without a task: what `call` does, with the answer delivered to
+        `answer` from the upstream's read callback. Most calls a client makes are of this kind, and the task
+        and coroutine layers of `call` were a good part of the gateway's cost per call.
+
+        Returns None when the call is not of that kind or its upstream cannot take it at once (not yet
+        connected, or behind on reading): the caller then uses `call`. Raises the RPCError of a refusal.
+        The call may have ended (and answered) before this returns: see `RoutedCall.finished`.
+        """
+        route = self._routes.get(method)
+        if type(route) is not _Service:
+            return None
+        upstream = route.upstream
+        if not upstream.ready:
+            return None
+        started = time.perf_counter()
+        try:
+            self.policy.admit(client, method)
+        except errors.RPCError as exc:
+            self.metrics.observe(method, outcome_of(exc), time.perf_counter() - started)
+            raise
+        routed = RoutedCall(self, client, method, request_id, answer, started)
+        listener = None
+        if notify is not None:
+            def listener(n_method: str, n_params: Any) -> None:
+                if isinstance(n_params, dict):
+                    notify(n_method, {**n_params, "id": request_id})
+        try:
+            sent = upstream.send(routed, method, params, timeout=self.call_timeout, on_expiry=routed.expire,
+                                 on_notification=listener, caller=self._caller_of(client))
+        except errors.RPCError as exc:
+            routed.set_exception(exc)
+            return routed
+        if sent is None:  # became unready between the check and the send: cannot happen on one loop
+            routed.set_exception(errors.ServiceUnavailable(f"Service {upstream.service!r} is unavailable"))
+            return routed
+        routed._sent = sent
+        return routed
 
     async def call(self, client: ClientIdentity, method: str, params: Any = None, *,
                    notify: NotifyFn | None = None, request_id: RequestId | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 from ..protocol import errors
 from ..protocol.messages import RequestId
 from .policy import ClientIdentity
-from .router import Router
+from .router import RoutedCall, Router
 
 __all__ = ["Session", "SendFn", "CANCEL_METHOD", "MAX_IN_FLIGHT", "MAX_BATCH"]
 
@@ -46,7 +46,8 @@ class Session:
         self.disconnected = asyncio.Event()
         self._send = send
         self._loop = asyncio.get_running_loop()
-        self._tasks: dict[RequestId, asyncio.Task[None]] = {}
+        # Calls in flight by id: tasks, or calls routed without one (anything with cancel()).
+        self._tasks: dict[RequestId, asyncio.Task[None] | RoutedCall] = {}
         self._batches: set[asyncio.Task[None]] = set()
         # Set by the UNIX door only: resolves a message's top-level "caller" {"client_id"} to the client the
         # call is made for (the agent acting for the client that started a workflow). Elsewhere "caller" is
@@ -118,7 +119,16 @@ class Session:
                 self.send({"jsonrpc": "2.0", "id": rid, "error": errors.RateLimited(
                     f"More than {MAX_IN_FLIGHT} calls in flight on this connection", {"retry_after": 1}).to_error()})
                 return
-            self._tasks[rid] = self._loop.create_task(self._run(rid, method, params, client))
+            try:
+                routed = self.router.start(client, method, params, request_id=rid, answer=self._answer,
+                                           notify=self._notify)
+            except errors.RPCError as exc:
+                self.send({"jsonrpc": "2.0", "id": rid, "error": exc.to_error()})
+                return
+            if routed is None:
+                self._tasks[rid] = self._loop.create_task(self._run(rid, method, params, client))
+            elif not routed.finished:
+                self._tasks[rid] = routed
         else:
             self._notification(method, params, client)
 
@@ -188,6 +198,16 @@ class Session:
         finally:
             self._tasks.pop(rid, None)
         self.send(answer)
+
+    def _answer(self, call: RoutedCall, result: Any, error: errors.RPCError | None) -> None:
+        """The end of a call started with `Router.start` (no task: see `Session._run` for the others)."""
+        rid = call.request_id
+        if self._tasks.get(rid) is call:
+            del self._tasks[rid]
+        if error is None:
+            self.send({"jsonrpc": "2.0", "id": rid, "result": result})
+        else:  # a call cancelled because its caller left is not answered: send() drops it
+            self.send({"jsonrpc": "2.0", "id": rid, "error": error.to_error()})
 
     async def _fire_and_forget(self, method: str, params: Any, client: ClientIdentity | None = None) -> None:
         try:

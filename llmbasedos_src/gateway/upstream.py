@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..protocol import errors
 from ..protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 from ..rpc_client import NotificationHandler, RPCClient
 
-__all__ = ["Upstream", "UpstreamPool"]
+__all__ = ["Upstream", "UpstreamPool", "Waiter", "SentCall"]
 
 log = logging.getLogger("llmbasedos.gateway.upstream")
 
@@ -111,6 +112,47 @@ class _BackendClient(RPCClient):
             self._listeners.pop(rid, None)
 
 
+    def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter,
+                 on_notification: NotificationHandler | None = None) -> int:
+        """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes.
+
+        The caller owns the entry from then on and calls `forget(rid)` once its call has ended.
+        """
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        if caller is not None:
+            message["caller"] = caller
+        self._writer.write(encode_frame(message))
+        self._pending[rid] = waiter  # type: ignore[assignment]  # resolved like a future, see Waiter
+        if on_notification is not None:
+            self._listeners[rid] = on_notification
+        return rid
+
+    def forget(self, rid: int) -> None:
+        self._pending.pop(rid, None)
+        self._listeners.pop(rid, None)
+
+    @property
+    def backlogged(self) -> bool:
+        """More is waiting to be written than the backend has read: new calls should wait for it."""
+        return bool(self._writer.transport.get_write_buffer_size() > _HIGH_WATER)
+
+
+class Waiter(Protocol):
+    """What `send_for` resolves: the read loop treats it as it treats a future (done/set_result/set_exception),
+    so the answer reaches the call in the read callback itself, with no future and no task in between."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
 async def _connect_client(path: str, max_frame: int) -> _BackendClient:
     try:
         reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
@@ -129,16 +171,19 @@ class _Deadlines:
     _TICK = 0.1
 
     def __init__(self) -> None:
-        self._calls: dict[int, tuple[float, asyncio.Task[Any]]] = {}
+        self._calls: dict[int, tuple[float, Callable[[], Any]]] = {}
         self._expired: set[int] = set()
         self._ids = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, timeout: float) -> int:
-        task = asyncio.current_task()
-        assert task is not None
+    def add(self, timeout: float, on_expiry: Callable[[], Any] | None = None) -> int:
+        """Watch a call: at its deadline `on_expiry` runs (by default, the current task is cancelled)."""
+        if on_expiry is None:
+            task = asyncio.current_task()
+            assert task is not None
+            on_expiry = task.cancel
         self._ids += 1
-        self._calls[self._ids] = (time.monotonic() + timeout, task)
+        self._calls[self._ids] = (time.monotonic() + timeout, on_expiry)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
         return self._ids
@@ -154,12 +199,35 @@ class _Deadlines:
     def _sweep(self) -> None:
         self._timer = None
         now = time.monotonic()
-        for key, (deadline, task) in list(self._calls.items()):
+        for key, (deadline, on_expiry) in list(self._calls.items()):
             if deadline <= now and key not in self._expired:
                 self._expired.add(key)
-                task.cancel()
+                try:
+                    on_expiry()
+                except Exception:  # one broken call must not stop the sweep for the others
+                    log.exception("expiring a call failed")
         if self._calls:
             self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+
+
+class SentCall:
+    """A call `Upstream.send` put on the wire: what its owner needs to cancel it or to say it has ended."""
+
+    __slots__ = ("_client", "_key", "_upstream", "rid")
+
+    def __init__(self, upstream: Upstream, client: _BackendClient, rid: int, key: int) -> None:
+        self._upstream = upstream
+        self._client = client
+        self.rid = rid
+        self._key = key
+
+    def cancel(self) -> None:
+        """Tell the backend to stop (the answer, if it still comes, is dropped)."""
+        self._client.cancel(self.rid)
+
+    def ended(self) -> None:
+        self._client.forget(self.rid)
+        self._upstream._ended(self._key)
 
 
 class Upstream:
@@ -212,6 +280,39 @@ class Upstream:
             self.in_flight -= 1
             if self._retiring and self.in_flight == 0:
                 self._spawn(self.close())
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and not behind on writing: `send` would put a call on the wire now."""
+        client = self._client
+        return client is not None and not client.closed.is_set() and not client.backlogged
+
+    def send(self, waiter: Waiter, method: str, params: Any, *, timeout: float | None,
+             on_expiry: Callable[[], Any], on_notification: NotificationHandler | None = None,
+             caller: dict[str, Any] | None = None) -> SentCall | None:
+        """Put a call on the wire now, without a task: `waiter` gets the answer; None when that cannot be
+        done at once (not connected yet, or the backend is behind on reading), and `call` must be used.
+
+        `on_expiry` runs at the deadline; the owner then cancels and ends the call itself.
+        """
+        client = self._client
+        if client is None or client.closed.is_set() or client.backlogged:
+            return None
+        try:
+            rid = client.send_for(caller, method, params, waiter, on_notification)
+        except (OSError, RuntimeError) as exc:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
+        self.in_flight += 1
+        self.calls += 1
+        key = self._deadlines.add(timeout, on_expiry) if timeout is not None else 0
+        return SentCall(self, client, rid, key)
+
+    def _ended(self, key: int) -> None:
+        if key:
+            self._deadlines.done(key)
+        self.in_flight -= 1
+        if self._retiring and self.in_flight == 0:
+            self._spawn(self.close())
 
     # -- connection management -----------------------------------------------------------------------
 

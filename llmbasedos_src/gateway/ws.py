@@ -18,9 +18,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol import errors
 from .auth import bearer_token, refusal_response, remote_of
+from .ws_protocol import DIRECT_LANE, DirectLane
 
 if TYPE_CHECKING:
+    from .policy import ClientIdentity
     from .runtime import Gateway
+    from .session import Session
 
 __all__ = ["WsDoor", "ws_endpoint"]
 
@@ -28,6 +31,29 @@ log = logging.getLogger("llmbasedos.gateway.ws")
 
 # A client that stops reading while answers pile up is dropped rather than allowed to eat memory.
 _MAX_BACKLOG = 100_000
+
+
+def _deliver(session: Session, data: str | bytes | None) -> None:
+    """One WebSocket message (text or binary) to the session: a JSON-RPC message or batch, or its error."""
+    if not data:
+        session.receive_error(errors.InvalidRequest("Empty message"))
+        return
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        session.receive_error(errors.ParseError("Message is not valid JSON"))
+        return
+    session.receive(value)
+
+
+def _serialise(message: Any) -> str:
+    try:
+        return orjson.dumps(message).decode()
+    except TypeError:
+        log.error("an answer could not be serialised")
+        rid = message.get("id") if isinstance(message, dict) else None
+        return orjson.dumps({"jsonrpc": "2.0", "id": rid,
+                             "error": errors.InternalError("Result is not JSON-serialisable").to_error()}).decode()
 
 
 class _Outbox:
@@ -41,14 +67,7 @@ class _Outbox:
         self.overflowed = False
 
     def put(self, message: Any) -> None:
-        try:
-            text = orjson.dumps(message).decode()
-        except TypeError:
-            log.error("an answer could not be serialised")
-            rid = message.get("id") if isinstance(message, dict) else None
-            text = orjson.dumps({"jsonrpc": "2.0", "id": rid,
-                                 "error": errors.InternalError("Result is not JSON-serialisable").to_error()}
-                                ).decode()
+        text = _serialise(message)
         if len(self._items) >= _MAX_BACKLOG:
             self.overflowed = True
         else:
@@ -95,6 +114,10 @@ class WsDoor:
             await _refuse(websocket, exc)
             return
         await websocket.accept()
+        lane = scope.get("extensions", {}).get(DIRECT_LANE)
+        if lane is not None:
+            await self._serve_direct(lane, gateway, client, remote, receive)
+            return
         outbox = _Outbox()
         session = gateway.open_session(client, outbox.put, transport="ws", remote=remote)
         writer = asyncio.get_running_loop().create_task(self._pump(outbox, send))
@@ -107,17 +130,7 @@ class WsDoor:
                 if kind != "websocket.receive":
                     continue
                 data = message.get("text")
-                if data is None:
-                    data = message.get("bytes")
-                if not data:
-                    session.receive_error(errors.InvalidRequest("Empty message"))
-                    continue
-                try:
-                    value = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    session.receive_error(errors.ParseError("Message is not valid JSON"))
-                    continue
-                session.receive(value)
+                _deliver(session, message.get("bytes") if data is None else data)
         except (WebSocketDisconnect, ConnectionError):
             pass
         finally:
@@ -125,6 +138,23 @@ class WsDoor:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
+
+    @staticmethod
+    async def _serve_direct(lane: DirectLane, gateway: Gateway, client: ClientIdentity, remote: str,
+                            receive: Receive) -> None:
+        """Messages straight from the protocol's data_received, answers straight to its transport."""
+
+        def send(message: Any) -> None:
+            lane.send_text(_serialise(message))
+
+        session = gateway.open_session(client, send, transport="ws", remote=remote)
+
+        lane.attach(lambda data, is_text: _deliver(session, data))  # before any await: nothing slips past
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            gateway.close_session(session)
 
     @staticmethod
     async def _pump(outbox: _Outbox, send: Send) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import httpx
+
 from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, WsClient, wait_until
 
@@ -53,7 +55,15 @@ async def test_per_call_timeout(env: Env) -> None:
     async with WsClient.connect(gw.ws_url, gw.token) as c:
         answer = await c.request("mcp.echo.sleep", {"seconds": 20})
         assert answer["error"]["code"] == errors.TIMEOUT
+        assert "mcp.echo.sleep timed out after 0.5 s" in answer["error"]["message"]
         assert await c.call("mcp.echo.say", ["after"]) == "after"
+        # Counted and audited as a timeout, and the upstream no longer counts it in flight.
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            auth = {"Authorization": f"Bearer {gw.token}"}
+            text = (await http.get("/metrics", headers=auth)).text
+            status = (await http.get("/status", headers=auth)).json()
+    assert 'llmbasedos_gateway_requests_total{method="mcp.echo.sleep",outcome="timeout"} 1' in text
+    assert status["services"]["echo"]["in_flight"] == 0
 
 
 async def test_a_stuck_backend_never_holds_up_another(env: Env) -> None:

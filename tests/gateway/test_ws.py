@@ -7,7 +7,11 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
@@ -127,3 +131,51 @@ async def test_a_client_that_disconnects_mid_call_does_not_hurt_others(gw: Gatew
             with pytest.raises((ConnectionError, ConnectionClosed)):
                 await task
         assert await other.call("mcp.echo.say", {"text": "fine"}) == "fine"
+
+
+async def test_a_client_that_does_not_read_is_cut_off_and_others_are_served() -> None:
+    """Its answers pile up only to LLMBDO_WS_MAX_UNREAD: then it gets what fitted, in order, and a 1013 close."""
+    env = Env()
+    try:
+        env.start_backend("echo")
+        gw = env.start_gateway(LLMBDO_WS_MAX_UNREAD=str(2 << 20))
+        big = "z" * 60_000
+        uri = parse_uri(f"{gw.ws_url}?token={gw.token}")
+        # A bare socket under websockets' sans-I/O protocol: it reads only when told to, unlike a client library
+        # that reads in the background.
+        reader, writer = await asyncio.open_connection(uri.host, uri.port)
+        proto = ClientProtocol(uri, max_size=None)
+        proto.send_request(proto.connect())
+        writer.write(b"".join(proto.data_to_send()))
+        while not any(isinstance(e, Response) for e in proto.events_received()):
+            proto.receive_data(await asyncio.wait_for(reader.read(65536), 10))
+        try:
+            for i in range(300):  # 18 MB of answers: far past the 2 MiB the client may leave unread
+                proto.send_text(orjson.dumps({"jsonrpc": "2.0", "id": i, "method": "mcp.echo.say",
+                                              "params": {"text": big}}))
+                writer.write(b"".join(proto.data_to_send()))
+            await asyncio.wait_for(writer.drain(), 30)
+            async with WsClient.connect(gw.ws_url, gw.token) as other:
+                assert await other.call("mcp.echo.say", {"text": "still here"}) == "still here"
+            await asyncio.sleep(1)  # let the answers pile up while this client reads nothing
+            got: list[dict[str, object]] = []
+            close_code = None
+            while close_code is None:
+                data = await asyncio.wait_for(reader.read(1 << 20), 30)
+                assert data, "the connection ended without a close frame"
+                proto.receive_data(data)
+                for event in proto.events_received():
+                    if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                        got.append(orjson.loads(event.data))
+                    elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                        close_code = Close.parse(event.data).code
+            assert close_code == 1013
+            assert 0 < len(got) < 300
+            assert [m["id"] for m in got] == list(range(len(got)))
+            assert all(m["result"] == big for m in got)
+        finally:
+            writer.transport.abort()
+        assert gw.alive()
+        assert "does not read its answers" in gw.output()
+    finally:
+        env.close()

@@ -1,0 +1,154 @@
+"""uvicorn's sans-I/O WebSocket protocol with a direct lane for `/ws`.
+
+Through ASGI, every message a client sends becomes a dict in a queue that the app's task awaits, and uvicorn
+stops reading the socket after each message until that task has taken it (two epoll changes per message);
+every answer is an awaited `send` of another dict. For a door whose messages are small JSON-RPC calls this
+machinery cost more than routing the call. The app may instead attach a `DirectLane`: messages are handed to
+its callback from `data_received`, answers are framed and written at once (the corked transport under it
+gathers one loop turn's writes into one), and reading pauses only while the client is not reading its answers.
+
+The handshake, close, ping and disconnect handling stay uvicorn's; the ASGI app still sees
+`websocket.disconnect` through `receive()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+__all__ = ["DIRECT_LANE", "DirectLane", "DirectWebSocketProtocol"]
+
+log = logging.getLogger("llmbasedos.gateway.ws")
+
+DIRECT_LANE = "llmbasedos.direct_lane"  # the scope extension under which the protocol offers its lane
+
+# Past _HIGH_WATER bytes of answers the client has not read, its requests stop being read until it has read
+# most of them; the calls already in flight still answer, and past `max_unread` (LLMBDO_WS_MAX_UNREAD) the
+# connection is closed (1013) rather than allowed to eat memory.
+_HIGH_WATER = 1 << 20
+_LOW_WATER = _HIGH_WATER // 4
+_POLL_S = 0.01
+
+MessageFn = Callable[[str | bytes, bool], None]
+"""Receives (data, is_text) of one complete message; text arrives as str (valid UTF-8), binary as bytes."""
+
+
+class DirectLane:
+    """What the app gets: `attach` a message callback, then `send_text` answers."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: DirectWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def attach(self, on_message: MessageFn) -> None:
+        """From now on messages go to `on_message`. Call it right after accepting, before any await."""
+        self._protocol._attach(on_message)
+
+    def send_text(self, text: str) -> None:
+        self._protocol._send_text_now(text)
+
+    def close(self, code: int, reason: str) -> None:
+        self._protocol._close_now(code, reason)
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Pass `max_unread` with functools.partial: uvicorn builds the protocol with its own arguments only."""
+
+    def __init__(self, *args: Any, max_unread: int = 64 * 1024 * 1024, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_unread = max_unread
+        self._on_message: MessageFn | None = None
+        self._held_back = False  # reading paused because the client is not reading its answers
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake is going to the app: offer it the lane
+            scope["extensions"][DIRECT_LANE] = DirectLane(self)
+
+    # -- the lane
+
+    def _attach(self, on_message: MessageFn) -> None:
+        self._on_message = on_message
+        # Anything that came before the lane was attached is still in the ASGI queue: deliver it first, in order.
+        leftovers = []
+        while not self.queue.empty():
+            leftovers.append(self.queue.get_nowait())
+        for message in leftovers:
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    on_message(text, True)
+                else:
+                    on_message(message.get("bytes") or b"", False)
+            else:
+                self.queue.put_nowait(message)  # a disconnect: the app's receive() still gets it
+        if self.read_paused and not self._held_back:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        on_message = self._on_message
+        if on_message is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close: discard, as uvicorn does
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+            on_message(text, True)
+        else:
+            on_message(bytes(data), False)
+
+    def _send_text_now(self, text: str) -> None:
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() > self._max_unread:
+            log.warning("closing a WebSocket whose client does not read its answers")
+            self._close_now(1013, "too many unread answers")
+            return
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.transport.get_write_buffer_size() > _HIGH_WATER:
+            self._hold_back()
+
+    def _close_now(self, code: int, reason: str) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    # -- flow control: a client that sends but does not read is not read from either
+
+    def _hold_back(self) -> None:
+        # Checked here rather than left to pause_writing(): after the upgrade, the transport under uvicorn's
+        # HTTP protocol never called it (the buffer grew to megabytes unannounced), so the lane watches the
+        # buffer itself and polls until the client has read most of it.
+        if not self._held_back:
+            self._held_back = True
+            self.transport.pause_reading()
+            self.loop.call_later(_POLL_S, self._check_drained)
+
+    def _check_drained(self) -> None:
+        if not self._held_back or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() > _LOW_WATER:
+            self.loop.call_later(_POLL_S, self._check_drained)
+            return
+        self._held_back = False
+        if not self.read_paused:
+            self.transport.resume_reading()
