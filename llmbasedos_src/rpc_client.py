@@ -21,8 +21,9 @@ NotificationHandler = Callable[[str, Any], None]
 
 
 class RPCClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter, *,
                  max_frame: int = DEFAULT_MAX_FRAME, on_notification: NotificationHandler | None = None) -> None:
+        """`reader` None: the bytes come from elsewhere (a protocol calling `feed` and `lost`), not a read loop."""
         self._reader = reader
         self._writer = writer
         self._decoder = NulFrameDecoder(max_frame)
@@ -30,7 +31,7 @@ class RPCClient:
         self._pending: dict[Any, asyncio.Future[Any]] = {}
         self._listeners: dict[Any, NotificationHandler] = {}
         self._on_notification = on_notification
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop()) if reader is not None else None
         self.closed = asyncio.Event()
 
     @classmethod
@@ -46,25 +47,42 @@ class RPCClient:
         return not self.closed.is_set()
 
     async def _read_loop(self) -> None:
+        assert self._reader is not None
         try:
             while True:
                 data = await self._reader.read(1 << 16)
                 if not data:
                     break
-                for frame in self._decoder.receive_data(data):
-                    if frame.error is None:
-                        self._deliver(frame.value)
+                self.feed(data)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self.closed.set()
-            # Taken out first: what a waiter does when it fails may touch the table (the gateway's calls do).
-            pending, self._pending = self._pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(errors.ServiceUnavailable("Connection to the service was lost"))
+            self.lost()
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the server: answers resolve their calls, notifications reach their listeners."""
+        for frame in self._decoder.receive_data(data):
+            if frame.error is None:
+                self._deliver(frame.value)
+
+    def lost(self) -> None:
+        """The connection is gone: every call still waiting fails with ServiceUnavailable."""
+        self.closed.set()
+        # Taken out first: what a waiter does when it fails may touch the table (the gateway's calls do).
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(errors.ServiceUnavailable("Connection to the service was lost"))
 
     def _deliver(self, value: Any) -> None:
+        if (type(value) is dict and "result" in value and "error" not in value and "method" not in value
+                and value.get("jsonrpc") == "2.0"):
+            rid = value.get("id")
+            if type(rid) is int or type(rid) is str:  # the common case, a plain answer: no Response built
+                fut = self._pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(value["result"])
+                return
         items = value if isinstance(value, list) else [value]
         for item in items:
             try:
@@ -130,6 +148,7 @@ class RPCClient:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
-        self._reader_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader_task
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task

@@ -28,17 +28,64 @@ _HIGH_WATER = 1 << 20
 _MAX_BACKOFF = 2.0
 
 
-class _CoalescingWriter:
-    """Stands in for the StreamWriter under an RPCClient: the frames written during one turn of the event loop
-    go out in as few writes as possible, so many calls in flight cost a couple of system calls (and wake-ups of
-    the backend) per turn instead of one each."""
+class _UpstreamConnection(asyncio.Protocol):
+    """The socket under a `_BackendClient`, standing in for its StreamWriter.
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    Bytes in go to the client from `data_received`, with no read-loop task to wake per read. Frames out that
+    are written during one turn of the event loop leave in one write, so many calls in flight cost a couple of
+    system calls (and wake-ups of the backend) per turn instead of one each.
+    """
+
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._buf: list[bytes] = []
         self._scheduled = False
-        self.transport = writer.transport
+        self._client: RPCClient | None = None
+        self._early: list[bytes] = []  # bytes that came before the client was attached
+        self._resumed: asyncio.Future[None] | None = None  # set while the backend is behind on reading
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+
+    def attach(self, client: RPCClient) -> None:
+        self._client = client
+        for data in self._early:
+            client.feed(data)
+        self._early.clear()
+        if self._closed.done():
+            client.lost()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not registered as a Transport
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self._client is None:
+            self._early.append(data)
+        else:
+            self._client.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._wake_writers()
+        if self._client is not None:
+            self._client.lost()
+
+    def pause_writing(self) -> None:
+        if self._resumed is None:
+            self._resumed = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    # -- the StreamWriter side the client uses
 
     def write(self, data: bytes) -> None:
         # Every frame waits for the end of this pass of the event loop, so the calls that all the ready tasks
@@ -58,26 +105,28 @@ class _CoalescingWriter:
             return
         data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
         self._buf.clear()
-        if self._writer.is_closing():
-            return  # the read loop sees the end and fails the calls waiting for answers
+        if self.transport.is_closing():
+            return  # connection_lost fails the calls waiting for answers
         try:
-            self._writer.write(data)
+            self.transport.write(data)
         except (OSError, RuntimeError):
-            self._writer.close()
+            self.transport.close()
 
     def is_closing(self) -> bool:
-        return self._writer.is_closing()
+        return self.transport.is_closing()
 
     async def drain(self) -> None:
         self._flush_now()
-        await self._writer.drain()
+        resumed = self._resumed
+        if resumed is not None:
+            await asyncio.shield(resumed)
 
     def close(self) -> None:
         self._flush_now()
-        self._writer.close()
+        self.transport.close()
 
     async def wait_closed(self) -> None:
-        await self._writer.wait_closed()
+        await asyncio.shield(self._closed)
 
 
 class _BackendClient(RPCClient):
@@ -155,10 +204,12 @@ class Waiter(Protocol):
 
 async def _connect_client(path: str, max_frame: int) -> _BackendClient:
     try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+        _, conn = await asyncio.get_running_loop().create_unix_connection(_UpstreamConnection, path)
     except (OSError, ValueError) as exc:
         raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
-    return _BackendClient(reader, _CoalescingWriter(writer), max_frame=max_frame)  # type: ignore[arg-type]
+    client = _BackendClient(None, conn, max_frame=max_frame)  # type: ignore[arg-type]  # a StreamWriter's part
+    conn.attach(client)
+    return client
 
 
 class _Deadlines:

@@ -87,3 +87,26 @@ async def test_a_stuck_backend_never_holds_up_another(env: Env) -> None:
 async def _routed(c: WsClient) -> bool:
     methods = set((await c.call("mcp.hello"))["methods"])
     return {"mcp.echo.block", "mcp.twin.say"} <= methods
+
+
+async def test_a_backend_that_stops_reading_holds_calls_back_without_losing_any(env: Env) -> None:
+    """Calls to a frozen backend wait (behind the upstream's write buffer) and are all answered once it thaws."""
+    echo = env.start_backend("echo")
+    gw = env.start_gateway()
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        assert await c.call("mcp.echo.say", ["warm"]) == "warm"
+        echo.proc.send_signal(signal.SIGSTOP)
+        try:
+            text = "q" * 50_000
+            # 6 MB of requests: more than the socket and the 1 MiB write buffer hold, so later calls queue up.
+            calls = [asyncio.create_task(c.request("mcp.echo.say", {"text": f"{i}:{text}"})) for i in range(120)]
+            await asyncio.sleep(2)
+            assert not any(t.done() for t in calls)
+            async with httpx.AsyncClient(base_url=gw.url) as http:
+                status = (await http.get("/status", headers={"Authorization": f"Bearer {gw.token}"})).json()
+            assert status["services"]["echo"]["in_flight"] > 0
+        finally:
+            echo.proc.send_signal(signal.SIGCONT)
+        answers = await asyncio.wait_for(asyncio.gather(*calls), 60)
+        assert [a["result"] for a in answers] == [f"{i}:{text}" for i in range(120)]
+    assert gw.alive()
