@@ -51,9 +51,6 @@ class DirectLane:
     def send_text(self, text: str) -> None:
         self._protocol._send_text_now(text)
 
-    def close(self, code: int, reason: str) -> None:
-        self._protocol._close_now(code, reason)
-
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """Pass `max_unread` with functools.partial: uvicorn builds the protocol with its own arguments only."""
