@@ -164,7 +164,10 @@ class RoutedCall:
             router.policy.record_call(self.client, self.method, outcome, elapsed * 1000.0)
         except Exception:
             log.exception("audit of a routed call failed")
-        self._answer(self, result, error)
+        try:
+            self._answer(self, result, error)
+        except Exception:  # raised into the upstream's read callback, it would take the connection down
+            log.exception("answering a routed call failed")
 
 
 def capability_to_dict(cap: Capability) -> dict[str, Any]:
