@@ -21,19 +21,22 @@ class CorkedTransport:
     """A transport proxy whose writes within one loop turn go out as one write. Everything else is passed
     through; `close()` sends what is pending first."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_pending_bytes", "_transport")
 
     def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._pending_bytes = 0  # kept, not summed: a WebSocket answer asks for the buffer size each time
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if not self._pending:
             self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
@@ -44,11 +47,15 @@ class CorkedTransport:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
+        self._pending_bytes = 0
         if not self._transport.is_closing():
             self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return int(self._transport.get_write_buffer_size()) + self._pending_bytes
+
+    def is_closing(self) -> bool:  # asked on every answer: not through __getattr__
+        return bool(self._transport.is_closing())
 
     def close(self) -> None:
         self.flush()
@@ -56,6 +63,7 @@ class CorkedTransport:
 
     def abort(self) -> None:
         self._pending.clear()
+        self._pending_bytes = 0
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:

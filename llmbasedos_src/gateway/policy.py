@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +62,14 @@ class ClientIdentity:
     tier: str
     allow: tuple[str, ...]
     is_owner: bool
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The policy's caches are keyed by identity, so it is hashed several times per call: hash it once.
+        object.__setattr__(self, "_hash", hash((self.client_id, self.name, self.tier, self.allow, self.is_owner)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True)

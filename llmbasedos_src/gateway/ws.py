@@ -46,14 +46,14 @@ def _deliver(session: Session, data: str | bytes | None) -> None:
     session.receive(value)
 
 
-def _serialise(message: Any) -> str:
+def _serialise(message: Any) -> bytes:
     try:
-        return orjson.dumps(message).decode()
+        return orjson.dumps(message)
     except TypeError:
         log.error("an answer could not be serialised")
         rid = message.get("id") if isinstance(message, dict) else None
         return orjson.dumps({"jsonrpc": "2.0", "id": rid,
-                             "error": errors.InternalError("Result is not JSON-serialisable").to_error()}).decode()
+                             "error": errors.InternalError("Result is not JSON-serialisable").to_error()})
 
 
 class _Outbox:
@@ -67,7 +67,7 @@ class _Outbox:
         self.overflowed = False
 
     def put(self, message: Any) -> None:
-        text = _serialise(message)
+        text = _serialise(message).decode()
         if len(self._items) >= _MAX_BACKLOG:
             self.overflowed = True
         else:

@@ -48,8 +48,9 @@ class DirectLane:
         """From now on messages go to `on_message`. Call it right after accepting, before any await."""
         self._protocol._attach(on_message)
 
-    def send_text(self, text: str) -> None:
-        self._protocol._send_text_now(text)
+    def send_text(self, data: bytes) -> None:
+        """Send one text message; `data` is its UTF-8 encoding."""
+        self._protocol._send_text_now(data)
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -108,17 +109,19 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             on_message(bytes(data), False)
 
-    def _send_text_now(self, text: str) -> None:
-        if self.close_sent or self.disconnected or self.transport.is_closing():
+    def _send_text_now(self, data: bytes) -> None:
+        transport = self.transport
+        if self.close_sent or self.disconnected or transport.is_closing():
             return
-        if self.transport.get_write_buffer_size() > self._max_unread:
-            log.warning("closing a WebSocket whose client does not read its answers")
-            self._close_now(1013, "too many unread answers")
-            return
-        self.conn.send_text(text.encode())
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        if self.transport.get_write_buffer_size() > _HIGH_WATER:
-            self._hold_back()
+        self.conn.send_text(data)
+        transport.write(b"".join(self.conn.data_to_send()))
+        unread = transport.get_write_buffer_size()
+        if unread > _HIGH_WATER:
+            if unread > self._max_unread:
+                log.warning("closing a WebSocket whose client does not read its answers")
+                self._close_now(1013, "too many unread answers")
+            else:
+                self._hold_back()
 
     def _close_now(self, code: int, reason: str) -> None:
         if self.close_sent or self.transport.is_closing():
