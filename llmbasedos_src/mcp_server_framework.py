@@ -52,6 +52,7 @@ from .protocol.messages import (
     result_response,
 )
 from .settings import Settings
+from .write_gate import WriteGate
 
 __all__ = ["MCPServer", "CallContext", "method", "to_rpc_error", "atomic_write_text", "CANCEL_METHOD",
            "PROGRESS_METHOD", "freeze_startup_heap"]
@@ -119,8 +120,7 @@ class _Connection(asyncio.Protocol):
     no task to wake and no future per read, which was a good part of the cost of a cheap call.
     """
 
-    __slots__ = ("_decoder", "_loop", "_out", "_receiving", "_resumed", "_server", "closed", "tasks",
-                 "transport")
+    __slots__ = ("_decoder", "_gate", "_loop", "_out", "_receiving", "_server", "closed", "tasks", "transport")
 
     def __init__(self, server: MCPServer) -> None:
         self._server = server
@@ -128,7 +128,7 @@ class _Connection(asyncio.Protocol):
         self._decoder = NulFrameDecoder(server.settings.max_frame)
         self._out: list[bytes] = []
         self._receiving = False
-        self._resumed: asyncio.Future[None] | None = None  # set while the peer's reading lags behind
+        self._gate = WriteGate(self._loop)
         self.tasks: dict[RequestId, asyncio.Task[None]] = {}
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -165,13 +165,12 @@ class _Connection(asyncio.Protocol):
         # The caller is gone: nobody will read these answers, so stop the work.
         for task in list(self.tasks.values()):
             task.cancel()
-        self._wake_writers()
+        self._gate.open()
 
     def pause_writing(self) -> None:
         # The peer sends but does not read: stop reading its requests until it catches up, so the answers
         # waiting for it stay bounded.
-        if self._resumed is None:
-            self._resumed = self._loop.create_future()
+        self._gate.close()
         assert self.transport is not None
         with contextlib.suppress(RuntimeError):
             self.transport.pause_reading()
@@ -180,12 +179,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         with contextlib.suppress(RuntimeError):
             self.transport.resume_reading()
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        resumed, self._resumed = self._resumed, None
-        if resumed is not None and not resumed.done():
-            resumed.set_result(None)
+        self._gate.open()
 
     # -- sending ------------------------------------------------------------------------------------------
 
@@ -215,9 +209,8 @@ class _Connection(asyncio.Protocol):
 
     async def drain_if_needed(self) -> None:
         """Wait while the peer is not reading what it was sent (after a task's answer)."""
-        resumed = self._resumed
-        if resumed is not None and not self.closed:
-            await asyncio.shield(resumed)
+        if not self.closed:
+            await self._gate.wait()
 
     def close(self) -> None:
         self.flush()

@@ -32,8 +32,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-
-
 def main() -> None:
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)

@@ -139,17 +139,17 @@ class RoutedCall:
 
     def cancel(self) -> None:
         """The caller cancelled the call or went away: the backend is told to stop."""
-        if not self.finished:
-            if self._sent is not None:
-                self._sent.cancel()
-            self._end("cancelled", None, errors.Cancelled("Call cancelled"))
+        self._stop("cancelled", errors.Cancelled("Call cancelled"))
 
     def expire(self) -> None:
+        timeout = self._router.call_timeout
+        self._stop("timeout", errors.Timeout(f"{self.method} timed out after {timeout:g} s"))
+
+    def _stop(self, outcome: str, error: errors.RPCError) -> None:
         if not self.finished:
             if self._sent is not None:
                 self._sent.cancel()
-            timeout = self._router.call_timeout
-            self._end("timeout", None, errors.Timeout(f"{self.method} timed out after {timeout:g} s"))
+            self._end(outcome, None, error)
 
     def _end(self, outcome: str, result: Any, error: errors.RPCError | None) -> None:
         if self.finished:
@@ -384,9 +384,6 @@ class Router:
                                  on_notification=listener, caller=self._caller_of(client))
         except errors.RPCError as exc:
             routed.set_exception(exc)
-            return routed
-        if sent is None:  # became unready between the check and the send: cannot happen on one loop
-            routed.set_exception(errors.ServiceUnavailable(f"Service {upstream.service!r} is unavailable"))
             return routed
         routed._sent = sent
         return routed

@@ -204,10 +204,9 @@ class Session:
         rid = call.request_id
         if self._tasks.get(rid) is call:
             del self._tasks[rid]
-        if error is None:
-            self.send({"jsonrpc": "2.0", "id": rid, "result": result})
-        else:  # a call cancelled because its caller left is not answered: send() drops it
-            self.send({"jsonrpc": "2.0", "id": rid, "error": error.to_error()})
+        # A call cancelled because its caller left is not answered: send() drops it.
+        self.send({"jsonrpc": "2.0", "id": rid, "result": result} if error is None
+                  else {"jsonrpc": "2.0", "id": rid, "error": error.to_error()})
 
     async def _fire_and_forget(self, method: str, params: Any, client: ClientIdentity | None = None) -> None:
         try:

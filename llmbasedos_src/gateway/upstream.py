@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..protocol import errors
 from ..protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 from ..rpc_client import NotificationHandler, RPCClient
+from ..write_gate import WriteGate
 
 __all__ = ["Upstream", "UpstreamPool", "Waiter", "SentCall"]
 
@@ -42,7 +43,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self._scheduled = False
         self._client: RPCClient | None = None
         self._early: list[bytes] = []  # bytes that came before the client was attached
-        self._resumed: asyncio.Future[None] | None = None  # set while the backend is behind on reading
+        self._gate = WriteGate(self._loop)
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
 
@@ -69,21 +70,15 @@ class _UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed.done():
             self._closed.set_result(None)
-        self._wake_writers()
+        self._gate.open()
         if self._client is not None:
             self._client.lost()
 
     def pause_writing(self) -> None:
-        if self._resumed is None:
-            self._resumed = self._loop.create_future()
+        self._gate.close()
 
     def resume_writing(self) -> None:
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        resumed, self._resumed = self._resumed, None
-        if resumed is not None and not resumed.done():
-            resumed.set_result(None)
+        self._gate.open()
 
     # -- the StreamWriter side the client uses
 
@@ -117,9 +112,7 @@ class _UpstreamConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         self._flush_now()
-        resumed = self._resumed
-        if resumed is not None:
-            await asyncio.shield(resumed)
+        await self._gate.wait()
 
     def close(self) -> None:
         self._flush_now()
@@ -143,13 +136,8 @@ class _BackendClient(RPCClient):
         self._pending[rid] = fut
         if on_notification is not None:
             self._listeners[rid] = on_notification
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            message["params"] = params
-        if caller is not None:
-            message["caller"] = caller
         try:
-            self._writer.write(encode_frame(message))
+            self._writer.write(_request_frame(rid, caller, method, params))
             if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
                 await self._writer.drain()
             return await fut
@@ -160,7 +148,6 @@ class _BackendClient(RPCClient):
             self._pending.pop(rid, None)
             self._listeners.pop(rid, None)
 
-
     def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter,
                  on_notification: NotificationHandler | None = None) -> int:
         """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes.
@@ -170,12 +157,7 @@ class _BackendClient(RPCClient):
         if self.closed.is_set():
             raise errors.ServiceUnavailable("Connection to the service is closed")
         rid = next(self._ids)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            message["params"] = params
-        if caller is not None:
-            message["caller"] = caller
-        self._writer.write(encode_frame(message))
+        self._writer.write(_request_frame(rid, caller, method, params))
         self._pending[rid] = waiter  # type: ignore[assignment]  # resolved like a future, see Waiter
         if on_notification is not None:
             self._listeners[rid] = on_notification
@@ -189,6 +171,15 @@ class _BackendClient(RPCClient):
     def backlogged(self) -> bool:
         """More is waiting to be written than the backend has read: new calls should wait for it."""
         return bool(self._writer.transport.get_write_buffer_size() > _HIGH_WATER)
+
+
+def _request_frame(rid: int, caller: dict[str, Any] | None, method: str, params: Any) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        message["params"] = params
+    if caller is not None:
+        message["caller"] = caller
+    return encode_frame(message)
 
 
 class Waiter(Protocol):
@@ -326,11 +317,7 @@ class Upstream:
             # The socket broke under the write (the backend died): the same answer as for calls in flight.
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
         finally:
-            if deadlines is not None:
-                deadlines.done(key)
-            self.in_flight -= 1
-            if self._retiring and self.in_flight == 0:
-                self._spawn(self.close())
+            self._ended(key)
 
     @property
     def ready(self) -> bool:
@@ -340,15 +327,15 @@ class Upstream:
 
     def send(self, waiter: Waiter, method: str, params: Any, *, timeout: float | None,
              on_expiry: Callable[[], Any], on_notification: NotificationHandler | None = None,
-             caller: dict[str, Any] | None = None) -> SentCall | None:
-        """Put a call on the wire now, without a task: `waiter` gets the answer; None when that cannot be
-        done at once (not connected yet, or the backend is behind on reading), and `call` must be used.
+             caller: dict[str, Any] | None = None) -> SentCall:
+        """Put a call on the wire now, without a task: `waiter` gets the answer. Only when `ready`; otherwise
+        `call` must be used (it waits for a connection or for the backend to catch up).
 
         `on_expiry` runs at the deadline; the owner then cancels and ends the call itself.
         """
         client = self._client
-        if client is None or client.closed.is_set() or client.backlogged:
-            return None
+        if client is None or not self.ready:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable")
         try:
             rid = client.send_for(caller, method, params, waiter, on_notification)
         except (OSError, RuntimeError) as exc:
