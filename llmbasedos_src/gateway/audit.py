@@ -12,8 +12,9 @@ the chain. Cutting the tail leaves a valid chain, so the last sequence number an
 gateway database (`audit_state`, written every half second and at close): the log must reach them. A gateway
 that starts on a log shorter than that record writes an `audit.truncated` entry, which verification reports.
 
-Entries are written in batches, whole lines only: at the latest 0.1 s after they are made (the policy's
-flusher), at once when 64 KiB are waiting, and at close.
+Entries are sealed (numbered, timed, chained, MACed) in batches of up to 64 and written in batches, whole
+lines only: at the latest 0.1 s after they are made (the policy's flusher), once 64 KiB are waiting, and at
+close.
 
 Entries carry ids, names, methods, outcomes, reasons and durations only: never tokens, keys, passwords,
 file contents or prompts. Callers pass only such fields; strings are cut to a few hundred characters.
@@ -58,6 +59,7 @@ TRUNCATED_EVENT = "audit.truncated"
 _MAX_STR = 300
 _TAIL_READ = 1 << 16
 _BATCH_BYTES = 1 << 16
+_SEAL_BATCH = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_state (
@@ -166,7 +168,8 @@ class AuditLog:
             self._fh.write(b"\n")
         # Lines wait here until flush() (every 0.1 s from the policy) or until a batch is full: one write
         # per batch instead of one per call, and the file only ever receives whole lines.
-        self._pending: list[bytes] = []
+        self._unsealed: list[tuple[dict[str, Any], float]] = []  # entries and their times, in chain order
+        self._pending: list[bytes] = []  # sealed lines
         self._pending_bytes = 0
         self._written = (self._seq, self._prev)
         self._second = -1
@@ -221,25 +224,41 @@ class AuditLog:
     def write(self, entry: dict[str, Any]) -> None:
         """Write one entry made of short, JSON-ready values (the per-call path: no copying, no clipping).
 
-        The dict is completed in place with seq, ts, prev.
+        The entry takes its place in the chain now; it is sealed (completed in place with seq, ts and prev,
+        serialised and MACed) in a batch with the others, before any of them reaches the file.
         """
         with self._lock:
-            entry["seq"] = self._seq + 1
-            entry["ts"] = self._timestamp(time.time())
-            entry["prev"] = self._prev
+            self._unsealed.append((entry, time.time()))
+            if len(self._unsealed) >= _SEAL_BATCH:
+                self._seal()
+                if self._pending_bytes >= _BATCH_BYTES:
+                    self._write_pending()
+
+    def _seal(self) -> None:
+        # One tight loop per batch costs far less per entry than the same work spread over the calls.
+        unsealed, self._unsealed = self._unsealed, []
+        seq, prev = self._seq, self._prev
+        base = self._hmac
+        pending = self._pending
+        size = 0
+        for entry, now in unsealed:
+            seq += 1
+            entry["seq"] = seq
+            entry["ts"] = self._timestamp(now)
+            entry["prev"] = prev
             body = orjson.dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
-            h = self._hmac.copy()
+            h = base.copy()
             h.update(body)
-            mac = h.hexdigest()
-            line = body[:-1] + b',"mac":"' + mac.encode() + b'"}\n'
-            self._pending.append(line)
-            self._pending_bytes += len(line)
-            self._seq += 1
-            self._prev = mac
-            if self._pending_bytes >= _BATCH_BYTES:
-                self._write_pending()
+            prev = h.hexdigest()
+            line = body[:-1] + b',"mac":"' + prev.encode() + b'"}\n'
+            pending.append(line)
+            size += len(line)
+        self._seq, self._prev = seq, prev
+        self._pending_bytes += size
 
     def _write_pending(self) -> None:
+        if self._unsealed:
+            self._seal()
         if not self._pending:
             return
         data = b"".join(self._pending)

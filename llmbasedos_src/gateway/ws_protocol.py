@@ -7,7 +7,9 @@ machinery cost more than routing the call. The app may instead attach a `DirectL
 its callback from `data_received`, answers are framed and written at once (the corked transport under it
 gathers one loop turn's writes into one), and reading pauses only while the client is not reading its answers.
 
-The handshake, close, ping and disconnect handling stay uvicorn's; the ASGI app still sees
+Once the lane is attached, the common frame (final, unfragmented text or binary) is read and written here
+(`ws_frames`); any other frame goes whole to uvicorn's websockets protocol, so the handshake, close, ping,
+fragments, size limit, protocol errors and disconnect handling stay theirs; the ASGI app still sees
 `websocket.disconnect` through `receive()`.
 """
 
@@ -18,6 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+from .ws_frames import FINAL_BINARY, FINAL_TEXT, apply_mask, frame_extent, text_frame
 
 __all__ = ["DIRECT_LANE", "DirectLane", "DirectWebSocketProtocol"]
 
@@ -61,6 +66,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self._max_unread = max_unread
         self._on_message: MessageFn | None = None
         self._held_back = False  # reading paused because the client is not reading its answers
+        self._websockets_framing = False  # websockets finds the frame boundaries on this connection
+        self._unparsed = bytearray()  # the start of a frame that has not all arrived
+        self._wanted = 0  # how many bytes `_unparsed` must hold before a frame in it can be complete
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -89,6 +97,69 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
 
+    def data_received(self, data: bytes) -> None:
+        if self._on_message is None or self._websockets_framing:
+            # Until the lane is attached, websockets reads everything. Frame bytes it saw may have left its
+            # parser mid-frame, and then only it knows where the next frame starts: it keeps the framing.
+            # A client that follows RFC 6455 (no frame before the 101 answer) keeps the lane's.
+            before = self.handshake_initiated
+            super().data_received(data)
+            if before or (self.handshake_initiated and not data.endswith(b"\r\n\r\n")):
+                self._websockets_framing = True
+            return
+        if self._unparsed:
+            self._unparsed += data
+            if len(self._unparsed) < self._wanted:
+                return  # a big frame still arriving: do not rescan it
+            buf: bytes | bytearray = self._unparsed
+            self._unparsed = bytearray()
+        else:
+            buf = data
+        self._wanted = 0
+        self._read_frames(buf)
+
+    def _read_frames(self, buf: bytes | bytearray) -> None:
+        """Deliver the common frames in `buf` here and hand any other frame, whole, to websockets."""
+        conn = self.conn
+        on_message = self._on_message
+        assert on_message is not None
+        limit = conn.max_message_size
+        pos, end = 0, len(buf)
+        while pos < end:
+            extent = frame_extent(buf, pos, end)
+            if extent is not None:
+                header, length = extent
+                if limit is not None and length > limit:
+                    # websockets refuses it (1009) from the header alone: do not wait for the payload.
+                    self._websockets_framing = True
+                    super().data_received(bytes(buf[pos:]))
+                    return
+                stop = pos + header + length
+                if stop <= end:
+                    first = buf[pos]
+                    if (first in (FINAL_TEXT, FINAL_BINARY) and buf[pos + 1] & 0x80
+                            and conn.current_size is None and conn.state is State.OPEN and not self.close_sent):
+                        payload = apply_mask(buf[pos + header:stop], buf[pos + header - 4:pos + header])
+                        if first == FINAL_TEXT:
+                            try:
+                                text = payload.decode()
+                            except UnicodeDecodeError:
+                                self.conn.send_close(1007, "invalid UTF-8")
+                                self.handle_parser_exception()
+                                return
+                            on_message(text, True)
+                        else:
+                            on_message(payload, False)
+                    else:
+                        super().data_received(bytes(buf[pos:stop]))
+                        if conn.state is not State.OPEN or self.transport.is_closing():
+                            return  # closing: websockets discards what follows a close frame
+                    pos = stop
+                    continue
+                self._wanted = header + length
+            self._unparsed = bytearray(buf[pos:])
+            return
+
     def send_receive_event_to_app(self) -> None:
         on_message = self._on_message
         if on_message is None:
@@ -113,8 +184,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         transport = self.transport
         if self.close_sent or self.disconnected or transport.is_closing():
             return
-        self.conn.send_text(data)
-        transport.write(b"".join(self.conn.data_to_send()))
+        if self.conn.state is State.OPEN:
+            transport.write(text_frame(data))
+        else:
+            self.conn.send_text(data)  # raises as websockets does for a connection that is closing
+            transport.write(b"".join(self.conn.data_to_send()))
         unread = transport.get_write_buffer_size()
         if unread > _HIGH_WATER:
             if unread > self._max_unread:
