@@ -35,36 +35,111 @@ from websockets.http11 import Response
 from websockets.uri import WebSocketURI, parse_uri
 
 from llmbasedos.gateway.ws_frames import FINAL_TEXT, frame_extent, masked_text_frame
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.protocol.framing import NulFrameDecoder
 
 REPO = Path(__file__).resolve().parents[1]
 Caller = Callable[[str, Any], Awaitable[Any]]
 
 
-class _WsCaller(asyncio.Protocol):
-    """A lean multiplexing WebSocket client: websockets' sans-I/O protocol for the handshake and any unusual
-    frame, the gateway's own `ws_frames` for the plain text frames of calls and answers; answers resolved by id
-    as their frames arrive.
+class _Caller(asyncio.Protocol):
+    """A lean multiplexing JSON-RPC client under an asyncio Protocol, answers resolved by id as they arrive.
 
     The load client shares the machine's two cores with the gateway and the backend, so it must cost far less
     per call than what it measures: websockets' own asyncio client spent about as much CPU per call as the
-    gateway did, and its cost showed up as the gateway's. The direct path's client (`RPCClient`) is as lean.
+    gateway did. Both paths use this same client. By default each call is written when it is made, as
+    independent callers would; `batch` > 1 lets the calls of one loop pass leave together, up to `batch` to a
+    write (it changes the load's shape: with no cap, the in-flight calls move through the processes as one
+    batch and one process works at a time).
     """
 
-    def __init__(self, uri: WebSocketURI, token: str) -> None:
-        self.proto = ClientProtocol(uri, max_size=None)
-        self.token = token
-        self.transport: Any = None
+    transport: Any
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.out: list[bytes] = []
+
+    def frame(self, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    async def __call__(self, method: str, params: Any) -> Any:
+        rid = next(self.ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        frame = self.frame(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        if self.batch == 1:
+            self.transport.write(frame)
+        else:
+            if not self.out:
+                asyncio.get_running_loop().call_soon(self._send_out)
+            self.out.append(frame)
+            if len(self.out) >= self.batch:
+                self._send_out()
+        return await fut
+
+    def _send_out(self) -> None:
+        if self.out:
+            self.transport.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+            self.out.clear()
+
+    def _answer(self, msg: Any) -> None:
+        fut = self.pending.pop(msg.get("id"), None)
+        if fut is not None and not fut.done():
+            if "error" in msg:
+                fut.set_exception(RuntimeError(msg["error"]["message"]))
+            else:
+                fut.set_result(msg["result"])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("the server closed the connection"))
+
+
+class _NulCaller(_Caller):
+    """The direct path: NUL-framed JSON-RPC on the backend's UNIX socket, read with the project's decoder."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(batch)
+        self.decoder = NulFrameDecoder()
+
+    @classmethod
+    async def open(cls, path: str, batch: int) -> _NulCaller:
+        _, caller = await asyncio.get_running_loop().create_unix_connection(lambda: cls(batch), path)
+        return caller
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def frame(self, message: bytes) -> bytes:
+        return message + b"\0"
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.receive_data(data):
+            self._answer(frame.value)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _WsCaller(_Caller):
+    """The gateway path: websockets' sans-I/O protocol for the handshake and any unusual frame, the gateway's
+    own `ws_frames` for the plain text frames of calls and answers."""
+
+    def __init__(self, uri: WebSocketURI, token: str, batch: int) -> None:
+        super().__init__(batch)
+        self.proto = ClientProtocol(uri, max_size=None)
+        self.token = token
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.fragments: list[bytes] = []
         self.unparsed = b""  # the start of a frame that has not all arrived
 
     @classmethod
-    async def open(cls, url: str, token: str) -> _WsCaller:
+    async def open(cls, url: str, token: str, batch: int) -> _WsCaller:
         uri = parse_uri(url)
-        _, caller = await asyncio.get_running_loop().create_connection(lambda: cls(uri, token), uri.host, uri.port)
+        _, caller = await asyncio.get_running_loop().create_connection(lambda: cls(uri, token, batch), uri.host,
+                                                                       uri.port)
         await caller.opened
         return caller
 
@@ -117,28 +192,13 @@ class _WsCaller(asyncio.Protocol):
                 self._answer(orjson.loads(raw))
         self._flush()  # pongs and close frames the protocol wants to send
 
-    def _answer(self, msg: Any) -> None:
-        fut = self.pending.pop(msg.get("id"), None)
-        if fut is not None and not fut.done():
-            if "error" in msg:
-                fut.set_exception(RuntimeError(msg["error"]["message"]))
-            else:
-                fut.set_result(msg["result"])
+    def frame(self, message: bytes) -> bytes:
+        return masked_text_frame(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("the gateway closed the connection"))
+        super().connection_lost(exc)
         if not self.opened.done():
             self.opened.set_exception(ConnectionError("the gateway closed the connection"))
-
-    async def __call__(self, method: str, params: Any) -> Any:
-        rid = next(self.ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[rid] = fut
-        self.transport.write(masked_text_frame(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
-                                                              "params": params})))
-        return await fut
 
     def close(self) -> None:
         self.proto.send_close()
@@ -183,18 +243,18 @@ async def _measure(call: Caller, method: str, params: Any, in_flight: int, secon
 
 
 async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: str, method: str, params: Any,
-               levels: list[int], seconds: float, backend_pid: int | None = None,
+               levels: list[int], seconds: float, batch: int, backend_pid: int | None = None,
                gateway_pid: int | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    direct = await RPCClient.connect_unix(socket_path)
-    via = await _WsCaller.open(url.replace("http://", "ws://") + "/ws", token)
+    direct = await _NulCaller.open(socket_path, batch)
+    via = await _WsCaller.open(url.replace("http://", "ws://") + "/ws", token, batch)
     try:
         for level in levels:
             # The client (this process) shares the two cores with the servers: its cost per call is shown too.
             both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid), ("client", os.getpid()))
                     if v is not None}
             gw = await _measure(via, method, params, level, seconds, both)
-            dr = await _measure(lambda m, p: direct.call(m, p), method, params, level, seconds,
+            dr = await _measure(direct, method, params, level, seconds,
                                 {k: v for k, v in both.items() if k != "gateway"})
             results[str(level)] = {
                 "gateway_ws": gw,
@@ -203,7 +263,7 @@ async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: s
             }
     finally:
         via.close()
-    await direct.close()
+        direct.close()
     return results
 
 
@@ -211,6 +271,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per level and path")
     parser.add_argument("--levels", default="1,16,64", help="concurrent in-flight calls, comma-separated")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="most calls the client sends in one write, on both paths (see _Caller)")
     parser.add_argument("--backend", choices=["fs", "echo"], default="fs",
                         help="fs (mcp.fs.stat; falls back to echo if the fs server cannot start) or echo")
     args = parser.parse_args()
@@ -255,7 +317,7 @@ def main() -> None:
         # The client runs on uvloop too, so that it takes as little of the shared cores as it can.
         load_before = os.getloadavg()[0]
         results = uvloop.run(_run(run_dir, backend, cap["socket"], token, endpoint["url"], method, params, levels,
-                                  args.seconds, backend_proc.pid, gateway.pid))
+                                  args.seconds, args.batch, backend_proc.pid, gateway.pid))
         at16 = results.get("16")
         out = {
             "benchmark": "gateway",
@@ -263,6 +325,7 @@ def main() -> None:
             "backend": backend,
             "cores": os.cpu_count(),
             "seconds_per_measure": args.seconds,
+            "client_batch": args.batch,
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
             # Other work on the machine skews wall-clock figures; *_cpu_us_per_call do not depend on it.

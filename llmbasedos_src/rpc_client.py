@@ -11,6 +11,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from .protocol import errors
 from .protocol.framing import DEFAULT_MAX_FRAME, NulFrameDecoder, encode_frame
 from .protocol.messages import Notification, Response, notification, parse_message, request
@@ -60,10 +62,22 @@ class RPCClient:
             self.lost()
 
     def feed(self, data: bytes) -> None:
-        """Bytes from the server: answers resolve their calls, notifications reach their listeners."""
-        for frame in self._decoder.receive_data(data):
-            if frame.error is None:
-                self._deliver(frame.value)
+        """Bytes from the server: answers resolve their calls, notifications reach their listeners.
+
+        A frame that is not JSON is dropped: it answers nothing that could be matched to a call."""
+        payloads = self._decoder.whole_frames(data)
+        if payloads is None:
+            for frame in self._decoder.receive_data(data):
+                if frame.error is None:
+                    self._deliver(frame.value)
+            return
+        for payload in payloads:
+            if payload:
+                try:
+                    value = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                self._deliver(value)
 
     def lost(self) -> None:
         """The connection is gone: every call still waiting fails with ServiceUnavailable."""

@@ -174,6 +174,8 @@ class AuditLog:
         self._written = (self._seq, self._prev)
         self._second = -1
         self._second_text = ""
+        self._ms = -1
+        self._ms_text = ""
         self._conn: sqlite3.Connection | None = None
         self._saved: tuple[int, str] | None = None
         if db_path is not None:
@@ -209,11 +211,15 @@ class AuditLog:
         return 0, GENESIS, needs_newline
 
     def _timestamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
+        ms = int(now * 1000)
+        if ms != self._ms:  # entries come many to a millisecond under load
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ms = ms
+            self._ms_text = f"{self._second_text}.{ms % 1000:03d}Z"
+        return self._ms_text
 
     def append(self, event: str, **fields: Any) -> None:
         """Write one entry. Fields that are None are left out; long strings are cut."""

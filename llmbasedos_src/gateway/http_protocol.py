@@ -3,8 +3,9 @@
 uvicorn writes the status line and headers of a response in one `transport.write` and the body in another,
 and uvloop turns each into its own send system call (and the peer into two wake-ups). On loopback those
 calls were the largest single cost of a small `/mcp` answer. `CorkedTransport` keeps what is written during
-one turn of the event loop and hands it to the real transport as one buffer at the end of that turn, so
-headers and body leave together; nothing is held across a turn, so no answer waits for another.
+one turn of the event loop (or one read the gateway is handling: `read_scope`) and hands it to the real
+transport as one buffer at the end of it, so headers and body leave together; nothing is held across a turn,
+so no answer waits for another.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .read_scope import READS
 
 __all__ = ["CorkedHttpToolsProtocol", "CorkedTransport"]
 
@@ -32,7 +35,7 @@ class CorkedTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending:
+        if not self._pending and not READS.defer(self):
             self._loop.call_soon(self.flush)
         chunk = bytes(data)
         self._pending.append(chunk)

@@ -19,6 +19,7 @@ from ..protocol import errors
 from ..protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 from ..rpc_client import NotificationHandler, RPCClient
 from ..write_gate import WriteGate
+from .read_scope import READS
 
 __all__ = ["Upstream", "UpstreamPool", "Waiter", "SentCall"]
 
@@ -65,7 +66,8 @@ class _UpstreamConnection(asyncio.Protocol):
         if self._client is None:
             self._early.append(data)
         else:
-            self._client.feed(data)
+            with READS:  # the answers' writes to clients leave when this read is handled
+                self._client.feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed.done():
@@ -83,15 +85,16 @@ class _UpstreamConnection(asyncio.Protocol):
     # -- the StreamWriter side the client uses
 
     def write(self, data: bytes) -> None:
-        # Every frame waits for the end of this pass of the event loop, so the calls that all the ready tasks
-        # make in one pass leave in one write. A lone call waits only for the rest of the pass; sending the
-        # first frame of a pass at once cost a system call per call under load, since most passes start one.
+        # Every frame waits for the end of the read being handled (READS) or else of this pass of the event
+        # loop, so the calls that one read or all the ready tasks make leave in one write. Sending the first
+        # frame at once cost a system call per call under load, since most reads and passes start one.
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            if not READS.defer(self):
+                self._loop.call_soon(self.flush)
         self._buf.append(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._scheduled = False
         self._flush_now()
 

@@ -53,9 +53,13 @@ def _length_bytes(length: int, masked: int) -> bytes:
     return bytes((masked | 127,)) + length.to_bytes(8, "big")
 
 
+_TEXT_HEADERS = [b"\x81" + _length_bytes(n, 0) for n in range(126)]  # most answers are short
+
+
 def text_frame(payload: bytes) -> bytes:
     """A final text frame as a server sends it: unmasked."""
-    return b"\x81" + _length_bytes(len(payload), 0) + payload
+    n = len(payload)
+    return (_TEXT_HEADERS[n] if n < 126 else b"\x81" + _length_bytes(n, 0)) + payload
 
 
 def masked_text_frame(payload: bytes) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from .read_scope import READS
 from .ws_frames import FINAL_BINARY, FINAL_TEXT, apply_mask, frame_extent, text_frame
 
 __all__ = ["DIRECT_LANE", "DirectLane", "DirectWebSocketProtocol"]
@@ -116,7 +117,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             buf = data
         self._wanted = 0
-        self._read_frames(buf)
+        with READS:  # the calls' writes to backends (and quick answers) leave when this read is handled
+            self._read_frames(buf)
 
     def _read_frames(self, buf: bytes | bytearray) -> None:
         """Deliver the common frames in `buf` here and hand any other frame, whole, to websockets."""

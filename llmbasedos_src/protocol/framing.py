@@ -64,6 +64,16 @@ class NulFrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def whole_frames(self, data: bytes) -> list[bytes] | None:
+        """The payloads in `data` when it holds whole frames only and nothing is buffered (the usual read),
+        else None: then `receive_data` must take it. Keep-alives come out as empty payloads. A caller that
+        only wants the values skips the Frame objects and the error bookkeeping of `receive_data`."""
+        if self._buf or self._discarding or len(data) > self.max_frame or not data.endswith(_NUL):
+            return None
+        payloads = data.split(_NUL)
+        payloads.pop()  # what follows the last NUL: nothing
+        return payloads
+
     def receive_data(self, data: bytes) -> list[Frame]:
         frames: list[Frame] = []
         start = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from llmbasedos.protocol import errors
@@ -132,3 +133,25 @@ def test_decode_json_direct():
 def test_max_frame_must_be_positive():
     with pytest.raises(ValueError):
         NulFrameDecoder(max_frame=0)
+
+
+def test_whole_frames_agrees_with_receive_data_or_declines():
+    """The quick path gives the same frames as the general one, and declines whenever it could not."""
+    frames = [encode_frame({"i": i}) for i in range(5)]
+    stream = frames[0] + b"\x00" + b"".join(frames[1:])  # a keep-alive among them
+    cap = len(frames[0]) + 2
+    for data in (stream, frames[0], b"\x00\x00"):
+        quick = NulFrameDecoder().whole_frames(data)
+        assert quick is not None
+        assert [orjson.loads(p) for p in quick if p] == values(NulFrameDecoder().receive_data(data))
+    # Payloads as they came: decoding them is the caller's part.
+    assert NulFrameDecoder().whole_frames(b"{bad json}\x00" + frames[1]) == [b"{bad json}", frames[1][:-1]]
+    dec = NulFrameDecoder(max_frame=cap)
+    assert dec.whole_frames(frames[0][:-3]) is None  # a frame not complete
+    dec.receive_data(frames[0][:-3])
+    assert dec.whole_frames(frames[0][-3:]) is None  # the rest of a buffered frame: only receive_data joins it
+    assert values(dec.receive_data(frames[0][-3:])) == [{"i": 0}]
+    assert dec.whole_frames(stream) is None  # longer than the cap: a frame in it might be over it
+    big = NulFrameDecoder(max_frame=cap)
+    big.receive_data(b"x" * (cap + 5))  # now discarding an oversize frame up to its NUL
+    assert big.whole_frames(frames[1]) is None
