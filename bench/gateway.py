@@ -1,11 +1,12 @@
 """Gateway throughput and latency: a cheap fs call through `/ws` against the same call direct to the backend.
 
-    python bench/gateway.py [--seconds 3] [--levels 1,16,64]
+    python bench/gateway.py [--seconds 6] [--rounds 3] [--levels 1,16,64] [--batch 1]
 
 Starts a real fs server (`mcp.fs.stat`; the test echo server's `mcp.echo.say` when the fs server cannot start)
 and a real gateway (`python -m llmbasedos.gateway`, port 0) on a fresh state directory, then for each level of
 concurrent in-flight calls measures calls/s, p50 and p99 through the gateway's WebSocket and directly on the
-backend's UNIX socket, in the same run. Prints one JSON object.
+backend's UNIX socket, in the same run: the time is split into rounds that alternate between the two paths.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +208,16 @@ class _WsCaller(_Caller):
         self.transport.close()
 
 
+@dataclass
+class _Round:
+    calls: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each process spent in the round
+
+
 async def _measure(call: Caller, method: str, params: Any, in_flight: int, seconds: float,
-                   pids: dict[str, int] | None = None) -> dict[str, Any]:
+                   pids: dict[str, int]) -> _Round:
     for _ in range(50):  # warm-up
         await call(method, params)
     latencies: list[float] = []
@@ -220,30 +230,35 @@ async def _measure(call: Caller, method: str, params: Any, in_flight: int, secon
             await call(method, params)
             latencies.append(perf() - t0)
 
-    pids = pids or {}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - started
     cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    latencies.sort()
-    n = len(latencies)
+    cpu = {name: after - before for name, before, after in ((n, cpu0[n], cpu1[n]) for n in pids)
+           if before is not None and after is not None}
+    return _Round(len(latencies), elapsed, latencies, cpu)
+
+
+def _summary(rounds: list[_Round]) -> dict[str, Any]:
+    """All rounds of one path and level together: calls/s over their total time, percentiles over all calls."""
+    n = sum(r.calls for r in rounds)
+    latencies = sorted(x for r in rounds for x in r.latencies)
     out: dict[str, Any] = {
         "calls": n,
-        "calls_per_s": round(n / elapsed, 1),
+        "calls_per_s": round(n / sum(r.elapsed for r in rounds), 1),
         "p50_ms": round(latencies[n // 2] * 1000, 3),
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
+        "rounds_calls_per_s": [round(r.calls / r.elapsed) for r in rounds],
     }
-    # CPU per call of each server process: what a call costs, independent of how busy the machine is.
-    for name in pids:
-        before, after = cpu0[name], cpu1[name]
-        if before is not None and after is not None and n:
-            out[f"{name}_cpu_us_per_call"] = round((after - before) / n * 1e6, 1)
+    # CPU per call of each process: what a call costs, independent of how busy the machine is.
+    for name in rounds[0].cpu:
+        out[f"{name}_cpu_us_per_call"] = round(sum(r.cpu.get(name, 0.0) for r in rounds) / n * 1e6, 1)
     return out
 
 
 async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: str, method: str, params: Any,
-               levels: list[int], seconds: float, batch: int, backend_pid: int | None = None,
+               levels: list[int], seconds: float, rounds: int, batch: int, backend_pid: int | None = None,
                gateway_pid: int | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     direct = await _NulCaller.open(socket_path, batch)
@@ -253,9 +268,14 @@ async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: s
             # The client (this process) shares the two cores with the servers: its cost per call is shown too.
             both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid), ("client", os.getpid()))
                     if v is not None}
-            gw = await _measure(via, method, params, level, seconds, both)
-            dr = await _measure(direct, method, params, level, seconds,
-                                {k: v for k, v in both.items() if k != "gateway"})
+            # Rounds of each path in turn, so that a slow spell of this shared machine falls on both.
+            gw_rounds: list[_Round] = []
+            dr_rounds: list[_Round] = []
+            for _ in range(rounds):
+                gw_rounds.append(await _measure(via, method, params, level, seconds / rounds, both))
+                dr_rounds.append(await _measure(direct, method, params, level, seconds / rounds,
+                                                {k: v for k, v in both.items() if k != "gateway"}))
+            gw, dr = _summary(gw_rounds), _summary(dr_rounds)
             results[str(level)] = {
                 "gateway_ws": gw,
                 "direct_socket": dr,
@@ -269,7 +289,8 @@ async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per level and path")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per level and path")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds the time is split into, the paths in turn")
     parser.add_argument("--levels", default="1,16,64", help="concurrent in-flight calls, comma-separated")
     parser.add_argument("--batch", type=int, default=1,
                         help="most calls the client sends in one write, on both paths (see _Caller)")
@@ -317,7 +338,7 @@ def main() -> None:
         # The client runs on uvloop too, so that it takes as little of the shared cores as it can.
         load_before = os.getloadavg()[0]
         results = uvloop.run(_run(run_dir, backend, cap["socket"], token, endpoint["url"], method, params, levels,
-                                  args.seconds, args.batch, backend_proc.pid, gateway.pid))
+                                  args.seconds, args.rounds, args.batch, backend_proc.pid, gateway.pid))
         at16 = results.get("16")
         out = {
             "benchmark": "gateway",
@@ -325,6 +346,7 @@ def main() -> None:
             "backend": backend,
             "cores": os.cpu_count(),
             "seconds_per_measure": args.seconds,
+            "rounds": args.rounds,
             "client_batch": args.batch,
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",

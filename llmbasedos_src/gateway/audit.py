@@ -60,6 +60,7 @@ _MAX_STR = 300
 _TAIL_READ = 1 << 16
 _BATCH_BYTES = 1 << 16
 _SEAL_BATCH = 64
+_SHA256_BLOCK = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_state (
@@ -94,6 +95,15 @@ def load_or_create_key(path: Path) -> bytes:
 
 def _mac(key: bytes, entry: dict[str, Any]) -> str:
     return hmac.digest(key, orjson.dumps(entry, option=orjson.OPT_SORT_KEYS), "sha256").hex()
+
+
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after the HMAC inner and outer padded keys (RFC 2104), to be copied per entry: the
+    same MAC as `hmac` computes, at half the cost of copying an `hmac` object (its wrapper is Python)."""
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    return (hashlib.sha256(bytes(b ^ 0x36 for b in key)), hashlib.sha256(bytes(b ^ 0x5C for b in key)))
 
 
 def read_checkpoint(db_path: Path) -> tuple[int, str] | None:
@@ -158,7 +168,7 @@ class AuditLog:
 
     def __init__(self, path: Path, key: bytes, db_path: Path | None = None) -> None:
         self.path = path
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)  # copied per entry: far cheaper than a new one
+        self._pads = _hmac_pads(key)
         self._lock = threading.Lock()
         self._seq, self._prev, needs_newline = self._resume(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -244,7 +254,7 @@ class AuditLog:
         # One tight loop per batch costs far less per entry than the same work spread over the calls.
         unsealed, self._unsealed = self._unsealed, []
         seq, prev = self._seq, self._prev
-        base = self._hmac
+        inner_pad, outer_pad = self._pads
         pending = self._pending
         size = 0
         for entry, now in unsealed:
@@ -253,9 +263,11 @@ class AuditLog:
             entry["ts"] = self._timestamp(now)
             entry["prev"] = prev
             body = orjson.dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
-            h = base.copy()
-            h.update(body)
-            prev = h.hexdigest()
+            inner = inner_pad.copy()
+            inner.update(body)
+            outer = outer_pad.copy()
+            outer.update(inner.digest())
+            prev = outer.hexdigest()
             line = body[:-1] + b',"mac":"' + prev.encode() + b'"}\n'
             pending.append(line)
             size += len(line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -144,12 +145,14 @@ class WsDoor:
                             receive: Receive) -> None:
         """Messages straight from the protocol's data_received, answers straight to its transport."""
 
+        send_text = lane.send_text
+
         def send(message: Any) -> None:
-            lane.send_text(_serialise(message))
+            send_text(_serialise(message))
 
         session = gateway.open_session(client, send, transport="ws", remote=remote)
 
-        lane.attach(lambda data, is_text: _deliver(session, data))  # before any await: nothing slips past
+        lane.attach(functools.partial(_deliver, session))  # before any await: nothing slips past
         try:
             while (await receive())["type"] != "websocket.disconnect":
                 pass

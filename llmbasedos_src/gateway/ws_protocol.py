@@ -38,25 +38,24 @@ _HIGH_WATER = 1 << 20
 _LOW_WATER = _HIGH_WATER // 4
 _POLL_S = 0.01
 
-MessageFn = Callable[[str | bytes, bool], None]
-"""Receives (data, is_text) of one complete message; text arrives as str (valid UTF-8), binary as bytes."""
+MessageFn = Callable[[str | bytes], None]
+"""Receives one complete message: text as str (valid UTF-8), binary as bytes."""
 
 
 class DirectLane:
     """What the app gets: `attach` a message callback, then `send_text` answers."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_protocol", "send_text")
 
     def __init__(self, protocol: DirectWebSocketProtocol) -> None:
         self._protocol = protocol
+        # Send one text message; its argument is the UTF-8 encoding. The protocol's own method: one call
+        # fewer per answer.
+        self.send_text: Callable[[bytes], None] = protocol._send_text_now
 
     def attach(self, on_message: MessageFn) -> None:
         """From now on messages go to `on_message`. Call it right after accepting, before any await."""
         self._protocol._attach(on_message)
-
-    def send_text(self, data: bytes) -> None:
-        """Send one text message; `data` is its UTF-8 encoding."""
-        self._protocol._send_text_now(data)
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -88,10 +87,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         for message in leftovers:
             if message["type"] == "websocket.receive":
                 text = message.get("text")
-                if text is not None:
-                    on_message(text, True)
-                else:
-                    on_message(message.get("bytes") or b"", False)
+                on_message(text if text is not None else message.get("bytes") or b"")
             else:
                 self.queue.put_nowait(message)  # a disconnect: the app's receive() still gets it
         if self.read_paused and not self._held_back:
@@ -149,9 +145,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                                 self.conn.send_close(1007, "invalid UTF-8")
                                 self.handle_parser_exception()
                                 return
-                            on_message(text, True)
+                            on_message(text)
                         else:
-                            on_message(payload, False)
+                            on_message(payload)
                     else:
                         super().data_received(bytes(buf[pos:stop]))
                         if conn.state is not State.OPEN or self.transport.is_closing():
@@ -178,9 +174,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return
-            on_message(text, True)
+            on_message(text)
         else:
-            on_message(bytes(data), False)
+            on_message(bytes(data))
 
     def _send_text_now(self, data: bytes) -> None:
         transport = self.transport

@@ -57,6 +57,21 @@ def test_intact_log_verifies(tmp: Path, key: bytes) -> None:
     assert result.ok and result.entries == 6 and "OK" in result.describe()
 
 
+@pytest.mark.parametrize("key_len", [32, 64, 65, 100])
+def test_macs_match_the_standard_hmac_for_any_key_length_over_many_batches(tmp: Path, key_len: int) -> None:
+    """Entries are MACed in batches from precomputed pads: what `verify` (the standard hmac module) expects."""
+    key = os.urandom(key_len)
+    log = AuditLog(tmp / "audit.jsonl", key, tmp / "gateway.db")
+    for i in range(300):  # several sealing batches, and a flush in the middle of one
+        log.append("call", client=f"c_{i % 7}", method="mcp.fs.stat", outcome="ok", duration_ms=i / 7)
+        if i == 100:
+            log.flush()
+    log.close()
+    result = verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db"))
+    assert result.ok and result.entries == 300, result.describe()
+    assert not verify(tmp / "audit.jsonl", os.urandom(key_len)).ok
+
+
 def test_reopening_continues_the_chain(tmp: Path, key: bytes) -> None:
     fill(tmp, key, 3)
     fill(tmp, key, 3)
