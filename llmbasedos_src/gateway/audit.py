@@ -278,8 +278,7 @@ class AuditLog:
             self._seal()
         if not self._pending:
             return
-        data = bytes(self._pending)
-        self._pending.clear()
+        data, self._pending = self._pending, bytearray()
         try:
             self._fh.write(data)
         except (OSError, ValueError):

@@ -123,7 +123,7 @@ class Limiter:
             st.stamps = stamps
 
     def _state(self, client_id: str, now: float) -> _State:
-        day = int(now // DAY_SECONDS)  # _today, inlined: this runs for every call
+        day = self._today(now)
         st = self._states.get(client_id)
         if st is None:
             st = self._states[client_id] = _State(day)

@@ -138,16 +138,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                     if (first in (FINAL_TEXT, FINAL_BINARY) and buf[pos + 1] & 0x80
                             and conn.current_size is None and conn.state is State.OPEN and not self.close_sent):
                         payload = apply_mask(buf[pos + header:stop], buf[pos + header - 4:pos + header])
-                        if first == FINAL_TEXT:
-                            try:
-                                text = payload.decode()
-                            except UnicodeDecodeError:
-                                self.conn.send_close(1007, "invalid UTF-8")
-                                self.handle_parser_exception()
-                                return
-                            on_message(text)
-                        else:
-                            on_message(payload)
+                        if not self._hand_over(on_message, payload, first == FINAL_TEXT):
+                            return
                     else:
                         super().data_received(bytes(buf[pos:stop]))
                         if conn.state is not State.OPEN or self.transport.is_closing():
@@ -167,16 +159,22 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return  # past our close: discard, as uvicorn does
-        if self.curr_msg_data_type == "text":
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                self.conn.send_close(1007)
-                self.handle_parser_exception()
-                return
-            on_message(text)
-        else:
-            on_message(bytes(data))
+        self._hand_over(on_message, bytes(data), self.curr_msg_data_type == "text")
+
+    def _hand_over(self, on_message: MessageFn, data: bytes, is_text: bool) -> bool:
+        """One whole message to the lane: text decoded, or the connection closed (1007) if it is not UTF-8.
+        False when the connection was closed."""
+        if not is_text:
+            on_message(data)
+            return True
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.conn.send_close(1007, "invalid UTF-8")
+            self.handle_parser_exception()
+            return False
+        on_message(text)
+        return True
 
     def _send_text_now(self, data: bytes) -> None:
         transport = self.transport
