@@ -79,6 +79,9 @@ class RPCClient:
                     continue
                 self._deliver(value)
 
+    def _listener_for(self, rid: Any) -> NotificationHandler | None:
+        return self._listeners.get(rid)
+
     def lost(self) -> None:
         """The connection is gone: every call still waiting fails with ServiceUnavailable."""
         self.closed.set()
@@ -112,7 +115,7 @@ class RPCClient:
                         fut.set_result(msg.result)
             elif isinstance(msg, Notification):
                 rid = msg.params.get("id") if isinstance(msg.params, dict) else None
-                listener = self._listeners.get(rid)
+                listener = self._listener_for(rid) if type(rid) is int or type(rid) is str else None
                 if listener is not None:
                     listener(msg.method, msg.params)
                 elif self._on_notification is not None:

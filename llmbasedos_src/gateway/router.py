@@ -22,7 +22,7 @@ from ..protocol.caps import Capability, CapsError, ServiceCaps
 from ..protocol.messages import RequestId
 from .metrics import Metrics
 from .policy import ClientIdentity, Policy
-from .upstream import SentCall, Upstream, UpstreamPool
+from .upstream import BackendClient, Upstream, UpstreamPool
 
 __all__ = ["Router", "RoutedCall", "AnswerFn", "GatewayCall", "LocalHandler", "NotifyFn", "outcome_of",
            "capability_to_dict"]
@@ -107,20 +107,26 @@ class _Service:
 class RoutedCall:
     """A call to a backend started by `Router.start`: no task, no coroutine. The backend's answer resolves it
     in the upstream's read callback (it stands in for the future there), and it then does what the end of
-    `Router.call` does — metrics, audit — and hands the answer to its caller.
+    `Router.call` does — metrics, audit — and hands the answer to its caller. It is the upstream's `Waiter`:
+    it carries its deadline and relays its call's notifications.
     """
 
-    __slots__ = ("_answer", "_router", "_sent", "client", "finished", "method", "request_id", "started")
+    __slots__ = ("_answer", "_backend", "_notify", "_rid", "_router", "_upstream", "client", "deadline",
+                 "finished", "method", "request_id", "started")
 
     def __init__(self, router: Router, client: ClientIdentity, method: str, request_id: RequestId,
-                 answer: AnswerFn, started: float) -> None:
+                 answer: AnswerFn, notify: NotifyFn | None, started: float) -> None:
         self._router = router
         self._answer = answer
-        self._sent: SentCall | None = None
+        self._notify = notify
+        self._upstream: Upstream | None = None
+        self._backend: BackendClient | None = None
+        self._rid = 0
         self.client = client
         self.method = method
         self.request_id = request_id
         self.started = started
+        self.deadline = started + router.call_timeout  # time.perf_counter(), as `started`
         self.finished = False
 
     # -- resolved by the upstream's read loop, like a future
@@ -135,6 +141,11 @@ class RoutedCall:
         error = exc if isinstance(exc, errors.RPCError) else errors.InternalError()
         self._end(outcome_of(error), None, error)
 
+    def relay(self, method: str, params: Any) -> None:
+        """A notification the backend sent for this call (progress, chunks): to the caller, under its id."""
+        if self._notify is not None and isinstance(params, dict):
+            self._notify(method, {**params, "id": self.request_id})
+
     # -- ended by the caller or the clock
 
     def cancel(self) -> None:
@@ -147,16 +158,16 @@ class RoutedCall:
 
     def _stop(self, outcome: str, error: errors.RPCError) -> None:
         if not self.finished:
-            if self._sent is not None:
-                self._sent.cancel()
+            if self._backend is not None:
+                self._backend.cancel(self._rid)  # the answer, if it still comes, is dropped
             self._end(outcome, None, error)
 
     def _end(self, outcome: str, result: Any, error: errors.RPCError | None) -> None:
         if self.finished:
             return
         self.finished = True
-        if self._sent is not None:
-            self._sent.ended()
+        if self._upstream is not None and self._backend is not None:
+            self._upstream.ended(self._backend, self._rid)
         router = self._router
         elapsed = time.perf_counter() - self.started
         router.metrics.observe(self.method, outcome, elapsed)
@@ -373,19 +384,13 @@ class Router:
         except errors.RPCError as exc:
             self.metrics.observe(method, outcome_of(exc), time.perf_counter() - started)
             raise
-        routed = RoutedCall(self, client, method, request_id, answer, started)
-        listener = None
-        if notify is not None:
-            def listener(n_method: str, n_params: Any) -> None:
-                if isinstance(n_params, dict):
-                    notify(n_method, {**n_params, "id": request_id})
+        routed = RoutedCall(self, client, method, request_id, answer, notify, started)
         try:
-            sent = upstream.send(routed, method, params, timeout=self.call_timeout, on_expiry=routed.expire,
-                                 on_notification=listener, caller=self._caller_of(client))
+            routed._backend, routed._rid = upstream.send(routed, method, params, caller=self._caller_of(client))
         except errors.RPCError as exc:
             routed.set_exception(exc)
             return routed
-        routed._sent = sent
+        routed._upstream = upstream
         return routed
 
     async def call(self, client: ClientIdentity, method: str, params: Any = None, *,

@@ -21,7 +21,7 @@ from ..rpc_client import NotificationHandler, RPCClient
 from ..write_gate import WriteGate
 from .read_scope import READS
 
-__all__ = ["Upstream", "UpstreamPool", "Waiter", "SentCall"]
+__all__ = ["BackendClient", "Upstream", "UpstreamPool", "Waiter"]
 
 log = logging.getLogger("llmbasedos.gateway.upstream")
 
@@ -31,7 +31,7 @@ _MAX_BACKOFF = 2.0
 
 
 class _UpstreamConnection(asyncio.Protocol):
-    """The socket under a `_BackendClient`, standing in for its StreamWriter.
+    """The socket under a `BackendClient`, standing in for its StreamWriter.
 
     Bytes in go to the client from `data_received`, with no read-loop task to wake per read. Frames out that
     are written during one turn of the event loop leave in one write, so many calls in flight cost a couple of
@@ -125,7 +125,7 @@ class _UpstreamConnection(asyncio.Protocol):
         await asyncio.shield(self._closed)
 
 
-class _BackendClient(RPCClient):
+class BackendClient(RPCClient):
     """The RPCClient, plus the `caller` member the gateway adds to each request: the identity the call is
     made for ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent)
     can act with that client's rights and no more."""
@@ -151,9 +151,9 @@ class _BackendClient(RPCClient):
             self._pending.pop(rid, None)
             self._listeners.pop(rid, None)
 
-    def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter,
-                 on_notification: NotificationHandler | None = None) -> int:
-        """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes.
+    def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter) -> int:
+        """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes, and
+        relays the notifications the backend sends for it.
 
         The caller owns the entry from then on and calls `forget(rid)` once its call has ended.
         """
@@ -162,13 +162,22 @@ class _BackendClient(RPCClient):
         rid = next(self._ids)
         self._writer.write(_request_frame(rid, caller, method, params))
         self._pending[rid] = waiter  # type: ignore[assignment]  # resolved like a future, see Waiter
-        if on_notification is not None:
-            self._listeners[rid] = on_notification
         return rid
 
     def forget(self, rid: int) -> None:
         self._pending.pop(rid, None)
         self._listeners.pop(rid, None)
+
+    def _listener_for(self, rid: Any) -> NotificationHandler | None:
+        # A waiter relays its own call's notifications: no listener entry to add and remove per call.
+        listener = self._listeners.get(rid)
+        if listener is None:
+            listener = getattr(self._pending.get(rid), "relay", None)
+        return listener
+
+    def sent_calls(self) -> list[Any]:
+        """What is in flight on this connection, oldest first: futures (of `call_for`) and waiters."""
+        return list(self._pending.values())
 
     @property
     def backlogged(self) -> bool:
@@ -187,7 +196,11 @@ def _request_frame(rid: int, caller: dict[str, Any] | None, method: str, params:
 
 class Waiter(Protocol):
     """What `send_for` resolves: the read loop treats it as it treats a future (done/set_result/set_exception),
-    so the answer reaches the call in the read callback itself, with no future and no task in between."""
+    so the answer reaches the call in the read callback itself, with no future and no task in between. It
+    also carries its own deadline and relays its call's notifications, so that a call adds one entry to one
+    table (the client's pending calls) and nothing else."""
+
+    deadline: float  # time.perf_counter() past which `expire` is called
 
     def done(self) -> bool: ...
 
@@ -195,13 +208,17 @@ class Waiter(Protocol):
 
     def set_exception(self, exc: BaseException) -> None: ...
 
+    def expire(self) -> None: ...
 
-async def _connect_client(path: str, max_frame: int) -> _BackendClient:
+    def relay(self, method: str, params: Any) -> None: ...
+
+
+async def _connect_client(path: str, max_frame: int) -> BackendClient:
     try:
         _, conn = await asyncio.get_running_loop().create_unix_connection(_UpstreamConnection, path)
     except (OSError, ValueError) as exc:
         raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
-    client = _BackendClient(None, conn, max_frame=max_frame)  # type: ignore[arg-type]  # a StreamWriter's part
+    client = BackendClient(None, conn, max_frame=max_frame)  # type: ignore[arg-type]  # a StreamWriter's part
     conn.attach(client)
     return client
 
@@ -209,7 +226,9 @@ async def _connect_client(path: str, max_frame: int) -> _BackendClient:
 class _Deadlines:
     """Per-call timeouts for every upstream, enforced by one sweeping timer instead of a timer per call.
 
-    A call past its deadline has its task cancelled, and the cancellation is turned into Timeout; the
+    A call awaited in a task (`Upstream.call`) is registered here, and past its deadline its task is cancelled
+    and the cancellation turned into Timeout. A waiter (`Upstream.send`) carries its own deadline: the sweep
+    looks through the calls in flight of the upstreams that sent some, and expires those past it. The
     resolution is a tenth of a second, which is plenty for deadlines counted in seconds.
     """
 
@@ -220,6 +239,13 @@ class _Deadlines:
         self._expired: set[int] = set()
         self._ids = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[Upstream] = set()  # upstreams that may have waiters in flight
+
+    def watch(self, upstream: Upstream) -> None:
+        """Watch the waiters `upstream` sends until it has none in flight."""
+        self._sending.add(upstream)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
 
     def add(self, timeout: float, on_expiry: Callable[[], Any] | None = None) -> int:
         """Watch a call: at its deadline `on_expiry` runs (by default, the current task is cancelled)."""
@@ -251,28 +277,20 @@ class _Deadlines:
                     on_expiry()
                 except Exception:  # one broken call must not stop the sweep for the others
                     log.exception("expiring a call failed")
-        if self._calls:
+        now = time.perf_counter()
+        for upstream in list(self._sending):
+            waiters = upstream.waiters()
+            if not waiters:
+                self._sending.discard(upstream)
+                upstream.watched = False
+            for waiter in waiters:
+                if waiter.deadline <= now and not waiter.done():
+                    try:
+                        waiter.expire()
+                    except Exception:
+                        log.exception("expiring a call failed")
+        if self._calls or self._sending:
             self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
-
-
-class SentCall:
-    """A call `Upstream.send` put on the wire: what its owner needs to cancel it or to say it has ended."""
-
-    __slots__ = ("_client", "_key", "_upstream", "rid")
-
-    def __init__(self, upstream: Upstream, client: _BackendClient, rid: int, key: int) -> None:
-        self._upstream = upstream
-        self._client = client
-        self.rid = rid
-        self._key = key
-
-    def cancel(self) -> None:
-        """Tell the backend to stop (the answer, if it still comes, is dropped)."""
-        self._client.cancel(self.rid)
-
-    def ended(self) -> None:
-        self._client.forget(self.rid)
-        self._upstream._ended(self._key)
 
 
 class Upstream:
@@ -286,8 +304,8 @@ class Upstream:
         self.state = "idle"  # idle -> connecting -> up <-> down; closed at the end
         self.in_flight = 0
         self.calls = 0
-        self._client: _BackendClient | None = None
-        self._connecting: asyncio.Task[_BackendClient] | None = None
+        self._client: BackendClient | None = None
+        self._connecting: asyncio.Task[BackendClient] | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
         self._closed = False
@@ -295,6 +313,7 @@ class Upstream:
         self._reconnect: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = deadlines or _Deadlines()
+        self.watched = False  # by the deadlines' sweep, for the waiters `send` puts in flight
 
     # -- calls ---------------------------------------------------------------------------------------
 
@@ -328,25 +347,41 @@ class Upstream:
         client = self._client
         return client is not None and not client.closed.is_set() and not client.backlogged
 
-    def send(self, waiter: Waiter, method: str, params: Any, *, timeout: float | None,
-             on_expiry: Callable[[], Any], on_notification: NotificationHandler | None = None,
-             caller: dict[str, Any] | None = None) -> SentCall:
-        """Put a call on the wire now, without a task: `waiter` gets the answer. Only when `ready`; otherwise
-        `call` must be used (it waits for a connection or for the backend to catch up).
+    def send(self, waiter: Waiter, method: str, params: Any, *,
+             caller: dict[str, Any] | None = None) -> tuple[BackendClient, int]:
+        """Put a call on the wire now, without a task: `waiter` gets the answer and the call's notifications.
+        Only once `ready` said yes; otherwise `call` must be used (it waits for a connection or for the backend
+        to catch up).
 
-        `on_expiry` runs at the deadline; the owner then cancels and ends the call itself.
+        Past `waiter.deadline` its `expire` is called; the owner then cancels and ends the call itself. Returns
+        the connection and request id the call went out on: the owner passes them to `ended` when the call is
+        over, and to the connection's `cancel` to tell the backend to stop.
         """
         client = self._client
-        if client is None or not self.ready:
+        if client is None:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable")
         try:
-            rid = client.send_for(caller, method, params, waiter, on_notification)
+            rid = client.send_for(caller, method, params, waiter)
         except (OSError, RuntimeError) as exc:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
         self.in_flight += 1
         self.calls += 1
-        key = self._deadlines.add(timeout, on_expiry) if timeout is not None else 0
-        return SentCall(self, client, rid, key)
+        if not self.watched:
+            self.watched = True
+            self._deadlines.watch(self)
+        return client, rid
+
+    def ended(self, client: BackendClient, rid: int) -> None:
+        """A call `send` put in flight is over (answered, failed, cancelled or expired)."""
+        client.forget(rid)
+        self._ended(0)
+
+    def waiters(self) -> list[Waiter]:
+        """The calls `send` put in flight on the current connection, oldest first."""
+        client = self._client
+        if client is None:
+            return []
+        return [w for w in client.sent_calls() if hasattr(w, "deadline")]  # not the futures of `call`
 
     def _ended(self, key: int) -> None:
         if key:
@@ -357,7 +392,7 @@ class Upstream:
 
     # -- connection management -----------------------------------------------------------------------
 
-    async def _ensure(self) -> _BackendClient:
+    async def _ensure(self) -> BackendClient:
         if self._closed:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
         if self._connecting is None:
@@ -367,7 +402,7 @@ class Upstream:
         # Shielded: a caller that gives up must not abort the attempt the others are waiting on.
         return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> _BackendClient:
+    async def _connect(self) -> BackendClient:
         self.state = "connecting"
         try:
             client = await _connect_client(self.socket_path, self.max_frame)

@@ -37,6 +37,8 @@ DIRECT_LANE = "llmbasedos.direct_lane"  # the scope extension under which the pr
 _HIGH_WATER = 1 << 20
 _LOW_WATER = _HIGH_WATER // 4
 _POLL_S = 0.01
+# The second byte of a masked frame whose payload is under 126 bytes (no extended length): a call's frame.
+_SHORT_MASKED_MIN, _SHORT_MASKED_MAX = 0x80, 0x80 | 125
 
 MessageFn = Callable[[str | bytes], None]
 """Receives one complete message: text as str (valid UTF-8), binary as bytes."""
@@ -124,31 +126,37 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         limit = conn.max_message_size
         pos, end = 0, len(buf)
         while pos < end:
-            extent = frame_extent(buf, pos, end)
-            if extent is not None:
+            second = buf[pos + 1] if end - pos >= 6 else 0
+            if _SHORT_MASKED_MIN <= second <= _SHORT_MASKED_MAX:  # the usual call: its header read here
+                header, length = 6, second & 0x7F
+            else:
+                extent = frame_extent(buf, pos, end)
+                if extent is None:
+                    break
                 header, length = extent
-                if limit is not None and length > limit:
-                    # websockets refuses it (1009) from the header alone: do not wait for the payload.
-                    self._websockets_framing = True
-                    super().data_received(bytes(buf[pos:]))
-                    return
-                stop = pos + header + length
-                if stop <= end:
-                    first = buf[pos]
-                    if (first in (FINAL_TEXT, FINAL_BINARY) and buf[pos + 1] & 0x80
-                            and conn.current_size is None and conn.state is State.OPEN and not self.close_sent):
-                        payload = apply_mask(buf[pos + header:stop], buf[pos + header - 4:pos + header])
-                        if not self._hand_over(on_message, payload, first == FINAL_TEXT):
-                            return
-                    else:
-                        super().data_received(bytes(buf[pos:stop]))
-                        if conn.state is not State.OPEN or self.transport.is_closing():
-                            return  # closing: websockets discards what follows a close frame
-                    pos = stop
-                    continue
+            if limit is not None and length > limit:
+                # websockets refuses it (1009) from the header alone: do not wait for the payload.
+                self._websockets_framing = True
+                super().data_received(bytes(buf[pos:]))
+                return
+            stop = pos + header + length
+            if stop > end:
                 self._wanted = header + length
-            self._unparsed = bytearray(buf[pos:])
+                break
+            first = buf[pos]
+            if (first in (FINAL_TEXT, FINAL_BINARY) and buf[pos + 1] & 0x80
+                    and conn.current_size is None and conn.state is State.OPEN and not self.close_sent):
+                payload = apply_mask(buf[pos + header:stop], buf[pos + header - 4:pos + header])
+                if not self._hand_over(on_message, payload, first == FINAL_TEXT):
+                    return
+            else:
+                super().data_received(bytes(buf[pos:stop]))
+                if conn.state is not State.OPEN or self.transport.is_closing():
+                    return  # closing: websockets discards what follows a close frame
+            pos = stop
+        else:
             return
+        self._unparsed = bytearray(buf[pos:])
 
     def send_receive_event_to_app(self) -> None:
         on_message = self._on_message

@@ -66,6 +66,24 @@ async def test_per_call_timeout(env: Env) -> None:
     assert status["services"]["echo"]["in_flight"] == 0
 
 
+async def test_deadlines_expire_only_the_calls_past_theirs(env: Env) -> None:
+    """Slow calls among hundreds of quick ones on the same connection: the slow ones, and only they, time out;
+    none is left counted in flight."""
+    env.start_backend("echo")
+    gw = env.start_gateway(LLMBDO_CALL_TIMEOUT="0.5")
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        slow = [asyncio.create_task(c.request("mcp.echo.sleep", {"seconds": 20}, rid=f"slow{i}")) for i in range(3)]
+        quick = await asyncio.gather(*(c.call("mcp.echo.say", [str(i)]) for i in range(300)))
+        assert quick == [str(i) for i in range(300)]
+        for answer in await asyncio.gather(*slow):
+            assert answer["error"]["code"] == errors.TIMEOUT, answer
+        later = [asyncio.create_task(c.request("mcp.echo.sleep", {"seconds": 0.1}, rid=f"later{i}")) for i in range(3)]
+        assert [a.get("result") for a in await asyncio.gather(*later)] == [{"slept": 0.1}] * 3
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            status = (await http.get("/status", headers={"Authorization": f"Bearer {gw.token}"})).json()
+    assert status["services"]["echo"]["in_flight"] == 0
+
+
 async def test_a_stuck_backend_never_holds_up_another(env: Env) -> None:
     env.start_backend("echo", LLMBDO_WORKERS="2")
     env.start_backend("twin")

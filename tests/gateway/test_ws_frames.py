@@ -8,7 +8,7 @@ from websockets.streams import StreamReader
 
 from llmbasedos.gateway.ws_frames import frame_extent, masked_text_frame, text_frame
 
-LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+LENGTHS = [0, 1, 125, 126, 127, 4095, 4096, 65535, 65536, 70000]  # every header class, and the table's edge
 
 
 def _parse(data: bytes, *, mask: bool) -> Frame:
