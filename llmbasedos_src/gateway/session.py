@@ -204,9 +204,10 @@ class Session:
         rid = call.request_id
         if self._tasks.get(rid) is call:
             del self._tasks[rid]
-        # A call cancelled because its caller left is not answered: send() drops it.
-        self.send({"jsonrpc": "2.0", "id": rid, "result": result} if error is None
-                  else {"jsonrpc": "2.0", "id": rid, "error": error.to_error()})
+        if self.disconnected.is_set():
+            return  # a call cancelled because its caller left is not answered
+        self._send({"jsonrpc": "2.0", "id": rid, "result": result} if error is None
+                   else {"jsonrpc": "2.0", "id": rid, "error": error.to_error()})
 
     async def _fire_and_forget(self, method: str, params: Any, client: ClientIdentity | None = None) -> None:
         try:

@@ -15,6 +15,7 @@ fragments, size limit, protocol errors and disconnect handling stay theirs; the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from .http_protocol import CorkedTransport
 from .read_scope import READS
 from .ws_frames import FINAL_BINARY, FINAL_TEXT, apply_mask, frame_extent, text_frame
 
@@ -63,6 +65,8 @@ class DirectLane:
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """Pass `max_unread` with functools.partial: uvicorn builds the protocol with its own arguments only."""
 
+    transport: CorkedTransport  # type: ignore[assignment]  # see connection_made
+
     def __init__(self, *args: Any, max_unread: int = 64 * 1024 * 1024, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_unread = max_unread
@@ -71,6 +75,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self._websockets_framing = False  # websockets finds the frame boundaries on this connection
         self._unparsed = bytearray()  # the start of a frame that has not all arrived
         self._wanted = 0  # how many bytes `_unparsed` must hold before a frame in it can be complete
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Answers go through a CorkedTransport (write_counted); the gateway's HTTP protocol hands over its own.
+        if not isinstance(transport, CorkedTransport):
+            transport = CorkedTransport(transport, asyncio.get_running_loop())  # type: ignore[assignment]
+        super().connection_made(transport)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -185,15 +195,19 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     def _send_text_now(self, data: bytes) -> None:
-        transport = self.transport
-        if self.close_sent or self.disconnected or transport.is_closing():
+        if self.close_sent or self.disconnected:
             return
+        transport = self.transport
         if self.conn.state is State.OPEN:
-            transport.write(text_frame(data))
+            unread = transport.write_counted(text_frame(data))
+            if unread < 0:
+                return  # the transport is closing
         else:
+            if transport.is_closing():
+                return
             self.conn.send_text(data)  # raises as websockets does for a connection that is closing
             transport.write(b"".join(self.conn.data_to_send()))
-        unread = transport.get_write_buffer_size()
+            unread = transport.get_write_buffer_size()
         if unread > _HIGH_WATER:
             if unread > self._max_unread:
                 log.warning("closing a WebSocket whose client does not read its answers")
