@@ -101,6 +101,7 @@ class Limiter:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._states: dict[str, _State] = {}
+        self._day, self._day_starts = -1, math.inf  # the day `_state` last saw, and when it began
         self._conn = connect(db_path)
         self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         self._load()
@@ -123,7 +124,10 @@ class Limiter:
             st.stamps = stamps
 
     def _state(self, client_id: str, now: float) -> _State:
-        day = self._today(now)
+        if not self._day_starts <= now < self._day_starts + DAY_SECONDS:  # a new day (or the clock went back)
+            self._day = self._today(now)
+            self._day_starts = self._day * DAY_SECONDS
+        day = self._day
         st = self._states.get(client_id)
         if st is None:
             st = self._states[client_id] = _State(day)

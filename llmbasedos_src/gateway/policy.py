@@ -357,7 +357,8 @@ class Policy:
             "event": "call", "decision": "allowed", "client": client.client_id, "name": client.name,
             "method": method if len(method) <= _MAX_FIELD else method[:_MAX_FIELD] + "…",
             "outcome": outcome if len(outcome) <= _MAX_FIELD else outcome[:_MAX_FIELD] + "…",
-            "duration_ms": round(float(duration_ms), 3),
+            # To the microsecond; int() rather than round(x, 3), which formats the float as decimal digits.
+            "duration_ms": int(duration_ms * 1000.0 + 0.5) / 1000.0,
         })
 
     # -- LLM token quotas
