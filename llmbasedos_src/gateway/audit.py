@@ -178,7 +178,9 @@ class AuditLog:
             self._fh.write(b"\n")
         # Lines wait here until flush() (every 0.1 s from the policy) or until a batch is full: one write
         # per batch instead of one per call, and the file only ever receives whole lines.
-        self._unsealed: list[tuple[dict[str, Any], float]] = []  # entries and their times, in chain order
+        # In chain order: (entry, time), or for a call `_CallFields` (see write_call).
+        self._unsealed: list[tuple[Any, ...]] = []
+        self._call_parts: dict[tuple[str, str, str, str], tuple[bytes, bytes]] = {}
         self._pending = bytearray()  # sealed lines
         self._written = (self._seq, self._prev)
         self._second = -1
@@ -242,34 +244,76 @@ class AuditLog:
         The entry takes its place in the chain now; it is sealed (completed in place with seq, ts and prev,
         serialised and MACed) in a batch with the others, before any of them reaches the file.
         """
+        self._queue((entry, time.time()))
+
+    def write_call(self, client: str, name: str, method: str, outcome: str, duration_ms: float) -> None:
+        """Write the entry of an admitted call that ended: {"event": "call", "decision": "allowed", "client",
+        "name", "method", "outcome", "duration_ms"}, short strings only. The entry every call makes, so no dict
+        is built for it: its line is put together from pieces kept per client, method and outcome, to the very
+        bytes `write` would give (what `verify` recomputes)."""
+        self._queue((client, name, method, outcome, duration_ms, time.time()))
+
+    def _queue(self, item: tuple[Any, ...]) -> None:
         with self._lock:
-            self._unsealed.append((entry, time.time()))
+            self._unsealed.append(item)
             if len(self._unsealed) >= _SEAL_BATCH:
                 self._seal()
                 if len(self._pending) >= _BATCH_BYTES:
                     self._write_pending()
+
+    def _call_pieces(self, client: str, name: str, method: str, outcome: str) -> tuple[bytes, bytes]:
+        """What comes before the duration, and between it and `prev`, in a call entry's sorted JSON."""
+        key = (client, name, method, outcome)
+        pieces = self._call_parts.get(key)
+        if pieces is None:
+            if len(self._call_parts) > 4096:  # method names come from clients: bound the cache
+                self._call_parts.clear()
+            dumps = orjson.dumps
+            pieces = self._call_parts[key] = (
+                b'{"client":' + dumps(client) + b',"decision":"allowed","duration_ms":',
+                b',"event":"call","method":' + dumps(method) + b',"name":' + dumps(name) + b',"outcome":'
+                + dumps(outcome) + b',"prev":"',
+            )
+        return pieces
 
     def _seal(self) -> None:
         # One tight loop per batch costs far less per entry than the same work spread over the calls. The
         # lines go straight into one buffer: a bytes object kept per line cost as much as the MAC.
         unsealed, self._unsealed = self._unsealed, []
         seq, prev = self._seq, self._prev
+        prev_bytes = prev.encode()
         inner_pad, outer_pad = self._pads
         out = self._pending
-        for entry, now in unsealed:
+        dumps = orjson.dumps
+        ts, ts_bytes = "", b""
+        for item in unsealed:
             seq += 1
-            entry["seq"] = seq
-            entry["ts"] = self._timestamp(now)
-            entry["prev"] = prev
-            body = orjson.dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
+            stamp = self._timestamp(item[-1])
+            if stamp is not ts:  # the same object all through a millisecond
+                ts, ts_bytes = stamp, stamp.encode()
             inner = inner_pad.copy()
-            inner.update(body)
+            if len(item) == 2:  # an entry: completed in place, serialised with its keys sorted
+                entry = item[0]
+                entry["seq"] = seq
+                entry["ts"] = ts
+                entry["prev"] = prev
+                body = dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
+                inner.update(body)
+                out += memoryview(body)[:-1]
+            else:  # a call (write_call): the same bytes, from its pieces
+                client, name, method, outcome, duration_ms, _ = item
+                head, middle = self._call_pieces(client, name, method, outcome)
+                line = b"".join((head, dumps(duration_ms), middle, prev_bytes, b'","seq":', b"%d" % seq,
+                                 b',"ts":"', ts_bytes, b'"'))
+                inner.update(line)
+                inner.update(b"}")
+                out += line
             outer = outer_pad.copy()
             outer.update(inner.digest())
             prev = outer.hexdigest()
-            out += memoryview(body)[:-1]
+            prev_bytes = prev.encode()
             out += b',"mac":"'
-            out += prev.encode()
+            out += prev_bytes
             out += b'"}\n'
         self._seq, self._prev = seq, prev
 

@@ -353,13 +353,13 @@ class Policy:
         The gateway calls it for every admitted call, its own methods included; the entry is also the record
         of the allowed decision.
         """
-        self._audit.write({
-            "event": "call", "decision": "allowed", "client": client.client_id, "name": client.name,
-            "method": method if len(method) <= _MAX_FIELD else method[:_MAX_FIELD] + "…",
-            "outcome": outcome if len(outcome) <= _MAX_FIELD else outcome[:_MAX_FIELD] + "…",
+        self._audit.write_call(
+            client.client_id, client.name,
+            method if len(method) <= _MAX_FIELD else method[:_MAX_FIELD] + "…",
+            outcome if len(outcome) <= _MAX_FIELD else outcome[:_MAX_FIELD] + "…",
             # To the microsecond; int() rather than round(x, 3), which formats the float as decimal digits.
-            "duration_ms": int(duration_ms * 1000.0 + 0.5) / 1000.0,
-        })
+            int(duration_ms * 1000.0 + 0.5) / 1000.0,
+        )
 
     # -- LLM token quotas
 

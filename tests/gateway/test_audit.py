@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import stat
@@ -70,6 +71,34 @@ def test_macs_match_the_standard_hmac_for_any_key_length_over_many_batches(tmp: 
     result = verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db"))
     assert result.ok and result.entries == 300, result.describe()
     assert not verify(tmp / "audit.jsonl", os.urandom(key_len)).ok
+
+
+NAMES = ["laptop", 'quote " and \\ backslash', "tab\tnew\nline\x01", "é日本\u2028", "x" * 300]
+
+
+def test_call_entries_are_the_bytes_a_dict_entry_would_be(tmp: Path, key: bytes) -> None:
+    """write_call puts a call's line together from pieces: each one is exactly the sorted JSON `verify` recomputes,
+    for awkward strings and durations, interleaved with ordinary entries, across sealing batches."""
+    log = AuditLog(tmp / "audit.jsonl", key, tmp / "gateway.db")
+    durations = [0.0, 0.001, 1.5, 12345.678, 1e-3, 7.0, 1e17]
+    for i in range(200):
+        name = NAMES[i % len(NAMES)]
+        log.write_call(f"c_{i % 3}", name, f"mcp.{name}", ["ok", "error", "timeout"][i % 3], durations[i % 7])
+        if i % 17 == 0:
+            log.append("auth", outcome="denied", reason="no token", remote=name)
+    log.close()
+    assert verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db")).ok
+    entries = [json.loads(line) for line in (tmp / "audit.jsonl").read_bytes().splitlines()]  # not at U+2028
+    calls = [e for e in entries if e["event"] == "call"]
+    assert len(calls) == 200 and len(entries) == 200 + 12
+    for i, entry in enumerate(calls):
+        mac = entry.pop("mac")
+        assert set(entry) == {"event", "decision", "client", "name", "method", "outcome", "duration_ms", "seq",
+                              "ts", "prev"}
+        assert entry["name"] == NAMES[i % len(NAMES)] and entry["method"] == f"mcp.{NAMES[i % len(NAMES)]}"
+        assert entry["duration_ms"] == durations[i % 7] and entry["decision"] == "allowed"
+        body = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert mac == hmac.new(key, body, "sha256").hexdigest()
 
 
 def test_reopening_continues_the_chain(tmp: Path, key: bytes) -> None:
