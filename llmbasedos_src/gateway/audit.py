@@ -13,8 +13,8 @@ gateway database (`audit_state`, written every half second and at close): the lo
 that starts on a log shorter than that record writes an `audit.truncated` entry, which verification reports.
 
 Entries are sealed (numbered, timed, chained, MACed) in batches of up to 64 and written in batches, whole
-lines only: at the latest 0.1 s after they are made (the policy's flusher), once 64 KiB are waiting, and at
-close.
+lines only: at the latest 0.1 s after they are made (the policy's flusher, in its own thread: the file is
+written outside the lock that calls take to queue their entries), once 1 MiB is waiting, and at close.
 
 Entries carry ids, names, methods, outcomes, reasons and durations only: never tokens, keys, passwords,
 file contents or prompts. Callers pass only such fields; strings are cut to a few hundred characters.
@@ -58,7 +58,7 @@ GENESIS = "0" * 64
 TRUNCATED_EVENT = "audit.truncated"
 _MAX_STR = 300
 _TAIL_READ = 1 << 16
-_BATCH_BYTES = 1 << 16
+_BATCH_BYTES = 1 << 20  # sealed lines the log holds before a writer flushes them without waiting for the flusher
 _SEAL_BATCH = 64
 _SHA256_BLOCK = 64
 
@@ -169,7 +169,10 @@ class AuditLog:
     def __init__(self, path: Path, key: bytes, db_path: Path | None = None) -> None:
         self.path = path
         self._pads = _hmac_pads(key)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the chain: what is queued, sealed and pending
+        # The file, taken before `_lock` when both are: a write to disk never holds up the calls that queue
+        # entries meanwhile, and writes reach the file in chain order.
+        self._file_lock = threading.Lock()
         self._seq, self._prev, needs_newline = self._resume(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -256,10 +259,12 @@ class AuditLog:
     def _queue(self, item: tuple[Any, ...]) -> None:
         with self._lock:
             self._unsealed.append(item)
-            if len(self._unsealed) >= _SEAL_BATCH:
-                self._seal()
-                if len(self._pending) >= _BATCH_BYTES:
-                    self._write_pending()
+            if len(self._unsealed) < _SEAL_BATCH:
+                return
+            self._seal()
+            if len(self._pending) < _BATCH_BYTES:
+                return
+        self.flush()  # the flusher is behind: do not let memory grow
 
     def _call_pieces(self, client: str, name: str, method: str, outcome: str) -> tuple[bytes, bytes]:
         """What comes before the duration, and between it and `prev`, in a call entry's sorted JSON."""
@@ -317,29 +322,32 @@ class AuditLog:
             out += b'"}\n'
         self._seq, self._prev = seq, prev
 
-    def _write_pending(self) -> None:
-        if self._unsealed:
-            self._seal()
-        if not self._pending:
+    def flush(self) -> None:
+        """Write the pending entries to the file."""
+        with self._file_lock:
+            self._flush_file()
+
+    def _flush_file(self) -> None:
+        # With _file_lock held.
+        with self._lock:
+            if self._unsealed:
+                self._seal()
+            data, self._pending = self._pending, bytearray()
+            state = (self._seq, self._prev)
+        if not data:
             return
-        data, self._pending = self._pending, bytearray()
         try:
             self._fh.write(data)
         except (OSError, ValueError):
             # The entries are lost; the gap in the chain is what `audit verify` will report.
             log.exception("cannot append to the audit log")
             return
-        self._written = (self._seq, self._prev)
-
-    def flush(self) -> None:
-        """Write the pending entries to the file."""
-        with self._lock:
-            self._write_pending()
+        self._written = state
 
     @property
     def last(self) -> tuple[int, str]:
         """The seq and mac of the last entry written to the file."""
-        with self._lock:
+        with self._file_lock:
             return self._written
 
     def checkpoint(self) -> None:
@@ -358,8 +366,8 @@ class AuditLog:
         self._saved = state
 
     def close(self) -> None:
-        with self._lock:
-            self._write_pending()
+        with self._file_lock:
+            self._flush_file()
             self._fh.close()
         if self._conn is not None:
             try:

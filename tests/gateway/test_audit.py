@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,38 @@ def test_call_entries_are_the_bytes_a_dict_entry_would_be(tmp: Path, key: bytes)
         assert entry["duration_ms"] == durations[i % 7] and entry["decision"] == "allowed"
         body = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         assert mac == hmac.new(key, body, "sha256").hexdigest()
+
+
+def test_writers_and_a_flusher_at_once_keep_one_whole_chain(tmp: Path, key: bytes) -> None:
+    """The file is written outside the lock that entries are queued under: with threads queueing and another
+    flushing all the while, every entry still reaches the file once, whole, in chain order."""
+    log = AuditLog(tmp / "audit.jsonl", key, tmp / "gateway.db")
+    done = threading.Event()
+
+    def flusher() -> None:
+        while not done.is_set():
+            log.flush()
+            log.checkpoint()
+
+    def writer(n: int) -> None:
+        for i in range(3000):
+            log.write_call(f"c_{n}", "laptop", "mcp.fs.stat", "ok", i / 1000)
+
+    flushing = threading.Thread(target=flusher)
+    flushing.start()
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    flushing.join()
+    log.close()
+    result = verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db"))
+    assert result.ok and result.entries == 12000, result.describe()
+    per_writer = [[json.loads(line)["duration_ms"] for line in lines(tmp / "audit.jsonl")
+                   if json.loads(line)["client"] == f"c_{n}"] for n in range(4)]
+    assert all(durations == [i / 1000 for i in range(3000)] for durations in per_writer)
 
 
 def test_reopening_continues_the_chain(tmp: Path, key: bytes) -> None:
