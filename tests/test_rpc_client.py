@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -13,7 +14,7 @@ from llmbasedos.rpc_client import RPCClient
 async def test_notifications_with_odd_ids_are_dropped_and_the_answer_still_arrives(tmp_path: Path) -> None:
     """A notification whose params.id is a list or an object matches no call: it is dropped, and neither the
     call nor the connection suffers (a lookup with such an id used to raise in the read path)."""
-    seen: list[tuple[str, object]] = []
+    seen: list[tuple[str, Any]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = orjson.loads((await reader.readuntil(b"\0"))[:-1])
