@@ -181,7 +181,7 @@ class AuditLog:
             self._fh.write(b"\n")
         # Lines wait here until flush() (every 0.1 s from the policy) or until a batch is full: one write
         # per batch instead of one per call, and the file only ever receives whole lines.
-        # In chain order: (entry, time), or for a call `_CallFields` (see write_call).
+        # In chain order: (entry, time), or for a call (client, name, method, outcome, duration_ms, time).
         self._unsealed: list[tuple[Any, ...]] = []
         self._call_parts: dict[tuple[str, str, str, str], tuple[bytes, bytes]] = {}
         self._pending = bytearray()  # sealed lines

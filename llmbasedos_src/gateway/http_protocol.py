@@ -47,10 +47,7 @@ class CorkedTransport:
         transport = self._transport
         if transport.is_closing():
             return -1
-        if not self._pending and not READS.defer(self):
-            self._loop.call_soon(self.flush)
-        self._pending.append(data)
-        self._pending_bytes += len(data)
+        self.write(data)
         return int(transport.get_write_buffer_size()) + self._pending_bytes
 
     def writelines(self, chunks: Any) -> None:

@@ -8,6 +8,7 @@ It routes strings and dicts and never sees a socket: both front doors (and the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -142,9 +143,9 @@ class RoutedCall:
         self._end(outcome_of(error), None, error)
 
     def relay(self, method: str, params: Any) -> None:
-        """A notification the backend sent for this call (progress, chunks): to the caller, under its id."""
-        if self._notify is not None and isinstance(params, dict):
-            self._notify(method, {**params, "id": self.request_id})
+        """A notification the backend sent for this call: to the caller (see `_relay`)."""
+        if self._notify is not None:
+            _relay(self._notify, self.request_id, method, params)
 
     # -- ended by the caller or the clock
 
@@ -179,6 +180,12 @@ class RoutedCall:
             self._answer(self, result, error)
         except Exception:  # raised into the upstream's read callback, it would take the connection down
             log.exception("answering a routed call failed")
+
+
+def _relay(notify: NotifyFn, request_id: RequestId | None, method: str, params: Any) -> None:
+    """A notification a backend sent for a call (progress, chunks): to the caller, under the caller's id."""
+    if isinstance(params, dict):
+        notify(method, {**params, "id": request_id})
 
 
 def capability_to_dict(cap: Capability) -> dict[str, Any]:
@@ -414,11 +421,7 @@ class Router:
             if route is None:
                 raise errors.MethodNotFound(f"Method not found: {method}")
             if isinstance(route, _Service):
-                listener = None
-                if notify is not None:
-                    def listener(n_method: str, n_params: Any) -> None:
-                        if isinstance(n_params, dict):
-                            notify(n_method, {**n_params, "id": request_id})
+                listener = functools.partial(_relay, notify, request_id) if notify is not None else None
                 return await route.upstream.call(method, params, timeout=self.call_timeout,
                                                  on_notification=listener, caller=self._caller_of(client))
             call = GatewayCall(client, request_id, method, disconnected or asyncio.Event(), notify)
