@@ -13,6 +13,7 @@ import uvicorn
 from ..logs import setup_logging
 from ..mcp_server_framework import freeze_startup_heap
 from ..settings import Settings
+from . import native
 from .app import create_app
 from .config import ConfigError, GatewayConfig
 from .http_protocol import CorkedHttpToolsProtocol
@@ -63,7 +64,7 @@ def main() -> None:
         # No proxy sits in front of the gateway: X-Forwarded-* from a local client must not rename its address.
         proxy_headers=False,
     ))
-    log.info("gateway listening on http://%s:%d", config.host, port)
+    log.info("gateway listening on http://%s:%d (per-call modules: %s)", config.host, port, native.status()[1])
     freeze_startup_heap()
     server.run(sockets=[sock])
     if not server.started:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import dataclasses
 import json
 import os
 import sys
@@ -253,7 +254,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
     checkpoint = None if args.file else audit.read_checkpoint(settings.data_dir / DB_NAME)
     result = audit.verify(log_path, key, checkpoint)
     if args.json:
-        print(json.dumps({"file": str(log_path), **result.__dict__}))
+        print(json.dumps({"file": str(log_path), **dataclasses.asdict(result)}))
     else:
         print(f"{log_path}: {result.describe()}")
     return 0 if result.ok else 1

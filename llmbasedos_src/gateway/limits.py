@@ -126,7 +126,7 @@ class Limiter:
     def _state(self, client_id: str, now: float) -> _State:
         if not self._day_starts <= now < self._day_starts + DAY_SECONDS:  # a new day (or the clock went back)
             self._day = self._today(now)
-            self._day_starts = self._day * DAY_SECONDS
+            self._day_starts = float(self._day * DAY_SECONDS)
         day = self._day
         st = self._states.get(client_id)
         if st is None:
