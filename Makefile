@@ -58,11 +58,11 @@ conformance-deps:
 # The gateway's per-call modules compiled to C by mypyc from their own sources (llmbasedos_src/gateway/native.py).
 # Rebuilt only when a source changed; a source edited after the build runs as Python, never as stale code.
 native:
-	$(PY) -m llmbasedos.gateway.native build
+	$(VENV)/bin/llmbasedos native build
 
 # `make up` still starts when the build fails (no C compiler): the gateway then runs as plain Python.
 native-or-python:
-	@$(PY) -m llmbasedos.gateway.native build || echo "warning: the gateway runs as plain Python (slower)"
+	@$(VENV)/bin/llmbasedos native build || echo "warning: the gateway runs as plain Python (slower)"
 
 up: install-run native-or-python
 	$(VENV)/bin/llmbasedos up

@@ -6,7 +6,7 @@ Starts a real fs server (`mcp.fs.stat`; the test echo server's `mcp.echo.say` wh
 and a real gateway (`python -m llmbasedos.gateway`, port 0) on a fresh state directory, then for each level of
 concurrent in-flight calls measures calls/s, p50 and p99 through the gateway's WebSocket and directly on the
 backend's UNIX socket, in the same run: the time is split into rounds that alternate between the two paths.
-Prints one JSON object.
+Prints one JSON object. `LLMBASEDOS_PURE_PYTHON=1` runs the gateway as plain Python (see gateway/native.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import WebSocketURI, parse_uri
 
+from llmbasedos.gateway import native
 from llmbasedos.gateway.ws_frames import FINAL_TEXT, frame_extent, masked_text_frame
 from llmbasedos.protocol.framing import NulFrameDecoder
 
@@ -348,6 +349,8 @@ def main() -> None:
             "seconds_per_measure": args.seconds,
             "rounds": args.rounds,
             "client_batch": args.batch,
+            # The same rule as the gateway process's own (LLMBASEDOS_PURE_PYTHON=1 benches plain Python).
+            "gateway_modules": native.status()[1],
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
             # Other work on the machine skews wall-clock figures; *_cpu_us_per_call do not depend on it.

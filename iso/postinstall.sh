@@ -21,7 +21,7 @@ python -m venv "$venv"
 "$venv/bin/pip" install --no-cache-dir "torch==${torch_version}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 "$venv/bin/pip" install --no-cache-dir "${src}[search,local-llm,native]"
 # The gateway's per-call modules compiled to C (mypyc); without the build it runs as plain Python, only slower.
-"$venv/bin/python" -m llmbasedos.gateway.native build || echo "postinstall: the gateway will run as plain Python"
+"$venv/bin/llmbasedos" native build || echo "postinstall: the gateway will run as plain Python"
 
 # Bake the local model into the image: nothing is downloaded at run time.
 install -d -o llmbasedos -g llmbasedos -m 0750 /var/lib/llmbasedos/data/models

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import dataclasses
+import datetime as dt
 import json
 import os
 import sys

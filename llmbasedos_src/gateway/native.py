@@ -6,8 +6,8 @@ mypyc compiles that very source to C extension modules, which cut the gateway's 
 quarter. Nothing else changes: the sources stay the reference, and the package runs as plain Python when no
 build is there.
 
-    python -m llmbasedos.gateway.native build     # `make up` and `make test` do this when a source changed
-    python -m llmbasedos.gateway.native status
+    llmbasedos native build     # `make up` and `make test` run it; it compiles only when a source changed
+    llmbasedos native status    # whether the gateway runs them compiled, and if not, why
 
 The build goes to `compiled/` beside this file, with a manifest of the hashes of the sources it was built
 from. `llmbasedos.gateway` puts that directory first on its search path only when every hash still matches
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPILED", "build", "search_path", "status"]
+__all__ = ["COMPILED", "build", "register", "search_path", "status"]
 
 # The modules every routed call runs, compiled together (calls between them stay in C).
 COMPILED = ("audit", "http_protocol", "limits", "metrics", "policy", "read_scope", "router", "session", "upstream",
@@ -55,7 +55,7 @@ def status(package_dir: Path = _PACKAGE_DIR) -> tuple[bool, str]:
     try:
         manifest = json.loads((build_dir / _MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return False, "not built (python -m llmbasedos.gateway.native build)"
+        return False, "not built (llmbasedos native build)"
     except (OSError, ValueError) as exc:
         return False, f"unreadable manifest: {exc}"
     if not isinstance(manifest, dict) or manifest.get("platform") != _platform():
@@ -120,20 +120,18 @@ def build(package_dir: Path = _PACKAGE_DIR) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["build"]:
-        if status()[0]:
-            print(f"llmbasedos.gateway: {status()[1]}, up to date")
-            return 0
+def register(subparsers: Any) -> None:
+    """`llmbasedos native build|status`."""
+    parser = subparsers.add_parser("native", help="compile the gateway's per-call modules (mypyc), or say if "
+                                   "they are used", description="build: compile them when a source changed; "
+                                   "status: whether the gateway runs them compiled, and why not.")
+    parser.add_argument("action", choices=["build", "status"])
+    parser.set_defaults(func=_command)
+
+
+def _command(args: Any) -> int:
+    if args.action == "build" and not status()[0]:
         build()
-    elif args != ["status"]:
-        print("usage: python -m llmbasedos.gateway.native build|status", file=sys.stderr)
-        return 2
     usable, why = status()
     print(f"llmbasedos.gateway: {why}")
-    return 0 if usable or args == ["status"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 0 if usable or args.action == "status" else 1

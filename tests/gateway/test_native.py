@@ -1,6 +1,6 @@
 """The gateway's per-call modules compiled with mypyc: used when the build matches the sources, never when stale.
 
-`make test` builds them first (`python -m llmbasedos.gateway.native build`), so the rest of the suite runs the
+`make test` builds them first (`llmbasedos native build`), so the rest of the suite runs the
 compiled gateway, as `make up` does. These tests check the rule that picks compiled or plain Python, on a copy
 of the package, and that the plain-Python gateway still routes calls.
 """
@@ -29,11 +29,18 @@ _PROBE = ("import llmbasedos.gateway.router as r, llmbasedos.gateway.native as n
           "print(r.__file__); print(n.status()[1])")
 
 
+def _run(root: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python *args` with `root` first on the path."""
+    full = {k: v for k, v in os.environ.items() if k != "LLMBASEDOS_PURE_PYTHON"}
+    return subprocess.run([sys.executable, *args], env={**full, "PYTHONPATH": str(root), **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def _probe(root: Path, **env: str) -> tuple[Path, str]:
     """In a new interpreter with `root` first on the path: where the router came from, and why."""
-    full = {k: v for k, v in os.environ.items() if k != "LLMBASEDOS_PURE_PYTHON"}
-    out = subprocess.run([sys.executable, "-c", _PROBE], env={**full, "PYTHONPATH": str(root), **env},
-                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    proc = _run(root, "-c", _PROBE, **env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
     return Path(out[0]), out[1]
 
 
@@ -69,6 +76,26 @@ def test_a_source_changed_after_the_build_runs_as_python(copy: Path) -> None:
     origin, why = _probe(copy)
     assert origin == router  # and so does every other module: app imported without a mixed build
     assert why == "sources changed since the build: router"
+
+
+def test_the_command_rebuilds_a_stale_build_and_leaves_a_fresh_one(copy: Path) -> None:
+    gateway = copy / "llmbasedos" / "gateway"
+    manifest = gateway / "compiled" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    fresh = _run(copy, "-m", "llmbasedos.cli", "native", "build")
+    assert fresh.returncode == 0 and f"compiled ({len(native.COMPILED)} modules)" in fresh.stdout
+    assert manifest.stat().st_mtime_ns == before  # up to date: nothing rebuilt
+
+    metrics = gateway / "metrics.py"
+    metrics.write_text(metrics.read_text(encoding="utf-8") + "\n# edited after the build\n", encoding="utf-8")
+    stale = _run(copy, "-m", "llmbasedos.cli", "native", "status")
+    assert stale.returncode == 0 and "sources changed since the build: metrics" in stale.stdout
+    rebuilt = _run(copy, "-m", "llmbasedos.cli", "native", "build", timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert f"compiled ({len(native.COMPILED)} modules)" in rebuilt.stdout
+    origin, why = _probe(copy)
+    assert origin == gateway / "compiled" / f"router{EXT}" and why.startswith("compiled")
+    assert sorted(p.name for p in gateway.iterdir() if p.name.startswith(".compiled")) == []  # nothing staged left
 
 
 def test_a_build_for_another_python_is_not_used(copy: Path) -> None:
