@@ -61,12 +61,13 @@ def test_this_checkout_runs_the_compiled_modules() -> None:
 
     for module in (router, ws_protocol):
         path = Path(str(module.__file__))
-        assert path.parent == native.BUILD_DIR and path.name.endswith(EXT), path
+        # A module first imported by another compiled one names a path below the build (mypyc's doing).
+        assert path.is_relative_to(native.BUILD_DIR) and path.name.endswith(EXT), path
 
 
 def test_a_copy_with_its_build_loads_the_build(copy: Path) -> None:
     origin, why = _probe(copy)
-    assert origin == copy / "llmbasedos" / "gateway" / "compiled" / f"router{EXT}"
+    assert origin.is_relative_to(copy / "llmbasedos" / "gateway" / "compiled") and origin.name == f"router{EXT}"
     assert why == f"compiled ({len(native.COMPILED)} modules)"
 
 
@@ -94,7 +95,8 @@ def test_the_command_rebuilds_a_stale_build_and_leaves_a_fresh_one(copy: Path) -
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert f"compiled ({len(native.COMPILED)} modules)" in rebuilt.stdout
     origin, why = _probe(copy)
-    assert origin == gateway / "compiled" / f"router{EXT}" and why.startswith("compiled")
+    assert origin.is_relative_to(gateway / "compiled") and origin.name == f"router{EXT}"
+    assert why.startswith("compiled")
     assert sorted(p.name for p in gateway.iterdir() if p.name.startswith(".compiled")) == []  # nothing staged left
 
 
