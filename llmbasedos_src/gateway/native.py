@@ -85,12 +85,12 @@ def build(package_dir: Path = _PACKAGE_DIR) -> Path:
     from mypyc.build import mypycify  # only the build needs mypyc
     from setuptools import setup
 
-    hashes = _sources(package_dir)
     target = package_dir / BUILD_DIR.name
     with tempfile.TemporaryDirectory(prefix="llmbasedos-native-") as tmp:
         work = Path(tmp)
         shutil.copytree(package_dir.parent, work / "llmbasedos",
                         ignore=shutil.ignore_patterns("__pycache__", BUILD_DIR.name, ".compiled-*", "*.so", "static"))
+        hashes = _sources(work / "llmbasedos" / "gateway")  # of what is compiled: a later edit shows as stale
         out = work / "out"
         cwd = os.getcwd()
         os.chdir(work)
