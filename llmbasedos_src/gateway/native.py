@@ -58,13 +58,16 @@ def status(package_dir: Path = _PACKAGE_DIR) -> tuple[bool, str]:
         return False, "not built (llmbasedos native build)"
     except (OSError, ValueError) as exc:
         return False, f"unreadable manifest: {exc}"
-    if not isinstance(manifest, dict) or manifest.get("platform") != _platform():
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sources"), dict):
+        return False, "unreadable manifest: not a build manifest"
+    if manifest.get("platform") != _platform():
         return False, "built for another Python"
     try:
         current = _sources(package_dir)
     except OSError as exc:
         return False, f"a source cannot be read: {exc}"
-    stale = sorted(name for name in COMPILED if manifest.get("sources", {}).get(name) != current[name])
+    built = manifest["sources"]
+    stale = sorted(name for name in COMPILED if built.get(name) != current[name])
     if stale:
         return False, f"sources changed since the build: {', '.join(stale)}"
     return True, f"compiled ({len(COMPILED)} modules)"

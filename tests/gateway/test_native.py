@@ -111,9 +111,10 @@ def test_a_build_for_another_python_is_not_used(copy: Path) -> None:
 
 def test_no_build_and_a_broken_manifest_run_as_python(copy: Path) -> None:
     build = copy / "llmbasedos" / "gateway" / "compiled"
-    (build / "manifest.json").write_text("{not json", encoding="utf-8")
-    origin, why = _probe(copy)
-    assert origin.suffix == ".py" and why.startswith("unreadable manifest")
+    for text in ("{not json", '["a list"]', '{"platform": "x", "sources": ["a list"]}'):
+        (build / "manifest.json").write_text(text, encoding="utf-8")
+        origin, why = _probe(copy)
+        assert origin.suffix == ".py" and why.startswith("unreadable manifest"), (text, why)
     shutil.rmtree(build)
     origin, why = _probe(copy)
     assert origin.suffix == ".py" and why.startswith("not built")
