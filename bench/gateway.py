@@ -349,8 +349,8 @@ def main() -> None:
             "seconds_per_measure": args.seconds,
             "rounds": args.rounds,
             "client_batch": args.batch,
-            # The same rule as the gateway process's own (LLMBASEDOS_PURE_PYTHON=1 benches plain Python).
-            "gateway_modules": native.status()[1],
+            # The same rule, files and environment as the gateway process (LLMBASEDOS_PURE_PYTHON=1: plain Python).
+            "gateway_modules": native.decision(),
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
             # Other work on the machine skews wall-clock figures; *_cpu_us_per_call do not depend on it.

@@ -64,7 +64,7 @@ def main() -> None:
         # No proxy sits in front of the gateway: X-Forwarded-* from a local client must not rename its address.
         proxy_headers=False,
     ))
-    log.info("gateway listening on http://%s:%d (per-call modules: %s)", config.host, port, native.status()[1])
+    log.info("gateway listening on http://%s:%d (per-call modules: %s)", config.host, port, native.decision())
     freeze_startup_heap()
     server.run(sockets=[sock])
     if not server.started:

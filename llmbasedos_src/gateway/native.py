@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPILED", "build", "register", "search_path", "status"]
+__all__ = ["COMPILED", "build", "decision", "register", "search_path", "status"]
 
 # The modules every routed call runs, compiled together (calls between them stay in C).
 COMPILED = ("audit", "http_protocol", "limits", "metrics", "policy", "read_scope", "router", "session", "upstream",
@@ -73,10 +73,19 @@ def status(package_dir: Path = _PACKAGE_DIR) -> tuple[bool, str]:
     return True, f"compiled ({len(COMPILED)} modules)"
 
 
+_decision = (False, "undecided: llmbasedos.gateway is not imported")
+
+
 def search_path(package_path: list[str]) -> list[str]:
     """The gateway package's `__path__`: the build first when it matches the sources, else unchanged."""
-    usable, _ = status()
-    return [str(BUILD_DIR), *package_path] if usable else package_path
+    global _decision
+    _decision = status()
+    return [str(BUILD_DIR), *package_path] if _decision[0] else package_path
+
+
+def decision() -> str:
+    """What this process runs, as decided when `llmbasedos.gateway` was imported: compiled, or why not."""
+    return _decision[1]
 
 
 def build(package_dir: Path = _PACKAGE_DIR) -> Path:

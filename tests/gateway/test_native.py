@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("LLMBASEDOS_PURE_PYTHON", "") not
                                 reason="LLMBASEDOS_PURE_PYTHON is set for this run")
 
 _PROBE = ("import llmbasedos.gateway.router as r, llmbasedos.gateway.native as n, llmbasedos.gateway.app; "
-          "print(r.__file__); print(n.status()[1])")
+          "print(r.__file__); print(n.decision())")
 
 
 def _run(root: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
