@@ -376,7 +376,8 @@ class Router:
         and coroutine layers of `call` were a good part of the gateway's cost per call.
 
         Returns None when the call is not of that kind or its upstream cannot take it at once (not yet
-        connected, or behind on reading): the caller then uses `call`. Raises the RPCError of a refusal.
+        connected, behind on reading, or answering calls made through `call`, which it must not overtake): the
+        caller then uses `call`. Raises the RPCError of a refusal.
         The call may have ended (and answered) before this returns: see `RoutedCall.finished`.
         """
         route = self._routes.get(method)
@@ -384,6 +385,7 @@ class Router:
             return None
         upstream = route.upstream
         if not upstream.ready:
+            upstream.hold()  # the call goes to a task: the calls after it must not overtake it
             return None
         started = time.perf_counter()
         try:

@@ -314,6 +314,7 @@ class Upstream:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines = deadlines or _Deadlines()
         self.watched = False  # by the deadlines' sweep, for the waiters `send` puts in flight
+        self._awaited = 0  # calls in flight through `call`, whose answers reach their tasks a loop pass later
 
     # -- calls ---------------------------------------------------------------------------------------
 
@@ -324,6 +325,7 @@ class Upstream:
             client = await self._ensure()
         self.in_flight += 1
         self.calls += 1
+        self._awaited += 1
         deadlines = self._deadlines if timeout is not None else None
         key = deadlines.add(timeout) if deadlines is not None and timeout is not None else 0
         try:
@@ -339,13 +341,27 @@ class Upstream:
             # The socket broke under the write (the backend died): the same answer as for calls in flight.
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
         finally:
+            self._awaited -= 1
             self._ended(key)
 
     @property
     def ready(self) -> bool:
-        """Connected, and not behind on writing: `send` would put a call on the wire now."""
+        """Connected, not behind on writing, and no call in flight through `call`: `send` would put a call on
+        the wire now, and its answer would not overtake theirs. (A call sent by `send` is answered in the read
+        callback; one awaited in `call` only when its task next runs. Once calls fall back to `call`, the
+        following ones do too until those are over, so that a client gets its answers in the order it asked.)"""
         client = self._client
-        return client is not None and not client.closed.is_set() and not client.backlogged
+        return not self._awaited and client is not None and not client.closed.is_set() and not client.backlogged
+
+    def hold(self) -> None:
+        """`ready` turned a call away and it is about to start in a task: until it has (its task counts itself
+        in `call` in this pass's ready callbacks, which run before any further read), `ready` says no, so that
+        no call read meanwhile is sent ahead of it."""
+        self._awaited += 1
+        asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        self._awaited -= 1
 
     def send(self, waiter: Waiter, method: str, params: Any, *,
              caller: dict[str, Any] | None = None) -> tuple[BackendClient, int]:
