@@ -5,7 +5,13 @@
 Starts a real fs server (`mcp.fs.stat`; the test echo server's `mcp.echo.say` when the fs server cannot start)
 and a real gateway (`python -m llmbasedos.gateway`, port 0) on a fresh state directory, then for each level of
 concurrent in-flight calls measures calls/s, p50 and p99 through the gateway's WebSocket and directly on the
-backend's UNIX socket, in the same run: the time is split into rounds that alternate between the two paths.
+backend's UNIX socket, in the same run: the time is split into rounds that alternate between the paths.
+
+A third path reads the ratio against a floor: the bare forwarder (`bench/forwarder.py`) is the gateway's
+architecture — a uvloop process with a WebSocket in front and the backend's socket behind — doing nothing but
+forwarding. `ratio_to_bare_forwarder` is the share of that floor the gateway keeps with all its work done
+(auth, policy, limits, audit, metrics); on two shared cores the machine sets the floor, and its spells move it.
+
 Prints one JSON object. `LLMBASEDOS_PURE_PYTHON=1` runs the gateway as plain Python (see gateway/native.py).
 """
 
@@ -258,33 +264,36 @@ def _summary(rounds: list[_Round]) -> dict[str, Any]:
     return out
 
 
-async def _run(run_dir: Path, backend: str, socket_path: str, token: str, url: str, method: str, params: Any,
-               levels: list[int], seconds: float, rounds: int, batch: int, backend_pid: int | None = None,
-               gateway_pid: int | None = None) -> dict[str, Any]:
+async def _run(socket_path: str, token: str, url: str, bare_port: int, method: str, params: Any,
+               levels: list[int], seconds: float, rounds: int, batch: int, pids: dict[str, int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
     direct = await _NulCaller.open(socket_path, batch)
     via = await _WsCaller.open(url.replace("http://", "ws://") + "/ws", token, batch)
+    bare = await _WsCaller.open(f"ws://127.0.0.1:{bare_port}/ws", token, batch)
+    # The client (this process) shares the two cores with the servers: its cost per call is shown too.
+    paths: list[tuple[str, _Caller, list[str]]] = [
+        ("gateway_ws", via, ["gateway", "backend", "client"]),
+        ("direct_socket", direct, ["backend", "client"]),
+        ("bare_forwarder", bare, ["forwarder", "backend", "client"]),
+    ]
     try:
         for level in levels:
-            # The client (this process) shares the two cores with the servers: its cost per call is shown too.
-            both = {k: v for k, v in (("gateway", gateway_pid), ("backend", backend_pid), ("client", os.getpid()))
-                    if v is not None}
-            # Rounds of each path in turn, so that a slow spell of this shared machine falls on both.
-            gw_rounds: list[_Round] = []
-            dr_rounds: list[_Round] = []
+            # Rounds of each path in turn, so that a slow spell of this shared machine falls on all of them.
+            measured: dict[str, list[_Round]] = {name: [] for name, _, _ in paths}
             for _ in range(rounds):
-                gw_rounds.append(await _measure(via, method, params, level, seconds / rounds, both))
-                dr_rounds.append(await _measure(direct, method, params, level, seconds / rounds,
-                                                {k: v for k, v in both.items() if k != "gateway"}))
-            gw, dr = _summary(gw_rounds), _summary(dr_rounds)
-            results[str(level)] = {
-                "gateway_ws": gw,
-                "direct_socket": dr,
-                "ratio_calls_per_s": round(gw["calls_per_s"] / dr["calls_per_s"], 3),
-            }
+                for name, caller, procs in paths:
+                    measured[name].append(await _measure(caller, method, params, level, seconds / rounds,
+                                                         {p: pids[p] for p in procs}))
+            out = {name: _summary(r) for name, r in measured.items()}
+            gw = out["gateway_ws"]["calls_per_s"]
+            out["ratio_calls_per_s"] = round(gw / out["direct_socket"]["calls_per_s"], 3)
+            out["ratio_to_bare_forwarder"] = round(gw / out["bare_forwarder"]["calls_per_s"], 3)
+            out["bare_forwarder_ratio_calls_per_s"] = round(
+                out["bare_forwarder"]["calls_per_s"] / out["direct_socket"]["calls_per_s"], 3)
+            results[str(level)] = out
     finally:
-        via.close()
-        direct.close()
+        for caller in (via, direct, bare):
+            caller.close()
     return results
 
 
@@ -334,12 +343,19 @@ def main() -> None:
         gateway = start(["-m", "llmbasedos.gateway"], env, state / "gateway.log")
         procs.append(gateway)
         endpoint = wait_until(lambda: read_json(run_dir / "gateway.json"), 60, "gateway", gateway)
+        port_file = state / "forwarder.port"
+        forwarder = start([str(REPO / "bench" / "forwarder.py"), cap["socket"], str(port_file)], env,
+                          state / "forwarder.log")
+        procs.append(forwarder)
+        bare_port = int(wait_until(lambda: port_file.exists() and port_file.read_text(encoding="utf-8"), 30,
+                                   "bare forwarder", forwarder))
         token_file = state / "data" / "owner.token"
         token = token_file.read_text(encoding="utf-8").strip() if token_file.exists() else "bench"
         # The client runs on uvloop too, so that it takes as little of the shared cores as it can.
         load_before = os.getloadavg()[0]
-        results = uvloop.run(_run(run_dir, backend, cap["socket"], token, endpoint["url"], method, params, levels,
-                                  args.seconds, args.rounds, args.batch, backend_proc.pid, gateway.pid))
+        pids = {"gateway": gateway.pid, "backend": backend_proc.pid, "forwarder": forwarder.pid, "client": os.getpid()}
+        results = uvloop.run(_run(cap["socket"], token, endpoint["url"], bare_port, method, params, levels,
+                                  args.seconds, args.rounds, args.batch, pids))
         at16 = results.get("16")
         out = {
             "benchmark": "gateway",
@@ -352,7 +368,10 @@ def main() -> None:
             # The same rule, files and environment as the gateway process (LLMBASEDOS_PURE_PYTHON=1: plain Python).
             "gateway_modules": native.decision(),
             "levels": results,
-            "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s",
+            "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s; "
+                          "ratio_to_bare_forwarder = gateway /ws calls/s divided by the bare forwarder's, the same "
+                          "architecture doing no work (bench/forwarder.py); bare_forwarder_ratio_calls_per_s = the "
+                          "bare forwarder's calls/s divided by the direct path's",
             # Other work on the machine skews wall-clock figures; *_cpu_us_per_call do not depend on it.
             "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
