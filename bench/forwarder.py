@@ -6,8 +6,8 @@
 has a floor to be read against: this is the gateway's architecture (one uvloop process, WebSocket on loopback
 TCP in front, one multiplexed NUL-framed UNIX socket behind) with none of its work. It does only what any
 JSON-RPC multiplexer must: parse each call to give it an id unique on the backend connection, and parse each
-answer to give it back the client's id. No authentication after the handshake, no policy, limits, audit or
-metrics, no timeouts, no flow control: it is a measuring instrument, not a door, and listens on loopback only.
+answer to give it back the client's id. No authentication, policy, limits, audit, metrics, timeouts or flow
+control: it is a measuring instrument, not a door, and it listens on loopback only.
 
 It writes the port it listens on to PORT_FILE once it is ready.
 """
