@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,16 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from llmbasedos.gateway.ws_frames import FINAL_TEXT, apply_mask, frame_extent, text_frame
+
+
+def whole_frames(buf: bytes) -> Iterator[tuple[int, int, int]]:
+    """(start, header length, end) of each whole WebSocket frame at the front of `buf`, in order; what follows
+    the last one is a frame still arriving. The bench's client reads its answers with it too."""
+    pos, end = 0, len(buf)
+    while (extent := frame_extent(buf, pos, end)) is not None and pos + extent[0] + extent[1] <= end:
+        stop = pos + extent[0] + extent[1]
+        yield pos, extent[0], stop
+        pos = stop
 
 
 class _Backend(asyncio.Protocol):
@@ -106,20 +117,15 @@ class _Client(asyncio.Protocol):
                 self.transport.write(chunk)
             return
         buf = self.unparsed + data if self.unparsed else data
-        pos, end = 0, len(buf)
-        while True:
-            extent = frame_extent(buf, pos, end)
-            if extent is None or pos + extent[0] + extent[1] > end:
-                break
-            header, length = extent
-            stop = pos + header + length
-            if buf[pos] != FINAL_TEXT or header < 6:  # anything but a masked text frame: this is not a door
+        rest = 0
+        for start, header, stop in whole_frames(buf):
+            if buf[start] != FINAL_TEXT or header < 6:  # anything but a masked text frame: this is not a door
                 self.transport.close()
                 return
-            key = buf[pos + header - 4:pos + header]
-            self.backend.forward(self, orjson.loads(apply_mask(buf[pos + header:stop], key)))
-            pos = stop
-        self.unparsed = buf[pos:]
+            key = buf[start + header - 4:start + header]
+            self.backend.forward(self, orjson.loads(apply_mask(buf[start + header:stop], key)))
+            rest = stop
+        self.unparsed = buf[rest:]
         self.backend.flush()
 
 

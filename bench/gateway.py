@@ -37,13 +37,14 @@ from typing import Any
 import orjson
 import uvloop
 from _procs import cpu_seconds, read_json, start, stop, wait_until
+from forwarder import whole_frames
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import WebSocketURI, parse_uri
 
 from llmbasedos.gateway import native
-from llmbasedos.gateway.ws_frames import FINAL_TEXT, frame_extent, masked_text_frame
+from llmbasedos.gateway.ws_frames import FINAL_TEXT, masked_text_frame
 from llmbasedos.protocol.framing import NulFrameDecoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,18 +171,14 @@ class _WsCaller(_Caller):
             self._receive_unusual(data)  # the handshake's answer
             return
         buf = self.unparsed + data if self.unparsed else data
-        pos, end = 0, len(buf)
-        while True:
-            extent = frame_extent(buf, pos, end)
-            if extent is None or pos + extent[0] + extent[1] > end:
-                break
-            stop = pos + extent[0] + extent[1]
-            if buf[pos] == FINAL_TEXT and extent[0] in (2, 4, 10) and not self.fragments:
-                self._answer(orjson.loads(memoryview(buf)[pos + extent[0]:stop]))
+        rest = 0
+        for first, header, end in whole_frames(buf):
+            if buf[first] == FINAL_TEXT and header in (2, 4, 10) and not self.fragments:
+                self._answer(orjson.loads(memoryview(buf)[first + header:end]))
             else:  # control frames, fragments: websockets' protocol, fed whole frames so it stays in step
-                self._receive_unusual(buf[pos:stop])
-            pos = stop
-        self.unparsed = buf[pos:]
+                self._receive_unusual(buf[first:end])
+            rest = end
+        self.unparsed = buf[rest:]
 
     def _receive_unusual(self, data: bytes) -> None:
         self.proto.receive_data(data)
