@@ -126,19 +126,15 @@ def test_the_switch_turns_the_build_off(copy: Path) -> None:
 
 
 @pytest.mark.parametrize("pure", [True, False], ids=["plain-python", "compiled"])
-async def test_the_gateway_routes_calls_either_way(pure: bool) -> None:
-    env = Env()
-    try:
-        env.start_backend("echo")
-        gw = env.start_gateway(LLMBASEDOS_PURE_PYTHON="1" if pure else "0")
-        expected = "LLMBASEDOS_PURE_PYTHON is set" if pure else f"compiled ({len(native.COMPILED)} modules)"
-        assert f"(per-call modules: {expected})" in gw.output()
-        async with WsClient.connect(gw.ws_url, gw.token) as c:
-            async def routed() -> bool:
-                return "mcp.echo.say" in (await c.call("mcp.hello"))["methods"]
+async def test_the_gateway_routes_calls_either_way(env: Env, pure: bool) -> None:
+    env.start_backend("echo")
+    gw = env.start_gateway(LLMBASEDOS_PURE_PYTHON="1" if pure else "0")
+    expected = "LLMBASEDOS_PURE_PYTHON is set" if pure else f"compiled ({len(native.COMPILED)} modules)"
+    assert f"(per-call modules: {expected})" in gw.output()
+    async with WsClient.connect(gw.ws_url, gw.token) as c:
+        async def routed() -> bool:
+            return "mcp.echo.say" in (await c.call("mcp.hello"))["methods"]
 
-            await wait_until(routed, what="echo to be routed")
-            answers = await asyncio.gather(*(c.call("mcp.echo.say", {"text": f"hi {i}"}) for i in range(50)))
-            assert answers == [f"hi {i}" for i in range(50)]
-    finally:
-        env.close()
+        await wait_until(routed, what="echo to be routed")
+        answers = await asyncio.gather(*(c.call("mcp.echo.say", {"text": f"hi {i}"}) for i in range(50)))
+        assert answers == [f"hi {i}" for i in range(50)]
