@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from ...protocol.errors import FeatureUnavailable, InvalidParams, RPCError, ServiceUnavailable
 from ..policy import ClientIdentity, Policy
 from ..tiers import match_any
-from .metering import Charge, estimate_tokens, metered, prompt_bound
+from .estimates import estimate_tokens, prompt_bound
+from .metering import Charge, metered
 from .options import DEFAULT_MAX_TOKENS, check_options
 from .providers import Delta, Provider, ProviderUnreachable, StreamEnd, Usage, make_provider
 from .registry import ModelConfig, ModelRegistry
