@@ -243,7 +243,7 @@ class Limiter:
         where = f" for {who}" if who else ""
         held = f", {st.reserved} held by calls in progress" if st.reserved else ""
         return QuotaExceeded(
-            f"Daily LLM token quota of {per_day}{where} used up ({st.tokens} used{held}, 0 left)",
+            f"Daily LLM token quota of {per_day}{where} reached ({st.tokens} used{held}, 0 left)",
             {"retry_after": _retry((st.day + 1) * DAY_SECONDS - now), "limit": per_day, "left": 0,
              "used": st.tokens, "reserved": st.reserved},
         )
