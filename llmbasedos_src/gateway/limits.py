@@ -196,10 +196,6 @@ class Limiter:
             st = self._state(client_id, self._clock())
             return max(0, per_day - st.tokens - st.reserved)
 
-    def seconds_to_tomorrow(self) -> float:
-        now = self._clock()
-        return _retry((self._today(now) + 1) * DAY_SECONDS - now)
-
     def reserve(self, client_id: str, tokens: int, per_day: int | None, who: str = "") -> TokenReservation:
         """Hold `tokens` for one call while anything of today's `per_day` is neither used nor reserved.
 
