@@ -199,7 +199,7 @@ class Limiter:
     def reserve(self, client_id: str, tokens: int, per_day: int | None, who: str = "") -> TokenReservation:
         """Hold `tokens` for one call while anything of today's `per_day` is neither used nor reserved.
 
-        Raises QuotaExceeded (data: retry_after, limit, left, reserved) without holding anything; `who` (e.g.
+        Raises QuotaExceeded (data: retry_after, limit, left, used, reserved) without holding anything; `who` (e.g.
         "tier FREE") is named in its message.
         """
         if tokens < 0:
