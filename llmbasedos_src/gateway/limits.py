@@ -8,6 +8,12 @@ them. Days are UTC days.
 The rate limit is exact: a client with a limit of N requests per W seconds never has more than N requests
 admitted in any W-second span. It keeps the times of the last N admitted requests in a ring; a request is
 admitted when the oldest of them is at least W seconds old.
+
+LLM tokens are reserved before a model is called and settled to the real use after (`reserve`, `settle`):
+a call is admitted while anything of the day is neither used nor reserved, so calls made at once take the
+day at most one call past its quota. Reservations are written with the use (as if spent), so a gateway that
+dies mid-call has charged the calls it was making; a reservation made before midnight is settled on the
+new day.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from ..protocol.errors import QuotaExceeded, RateLimited
 from .tokens import connect
 
-__all__ = ["Limiter", "Remaining", "DAY_SECONDS"]
+__all__ = ["Limiter", "Remaining", "TokenReservation", "DAY_SECONDS"]
 
 DAY_SECONDS = 86400
 _KEEP_DAYS = 90
@@ -50,7 +56,8 @@ def _retry(seconds: float) -> float:
 
 
 class _State:
-    __slots__ = ("capacity", "day", "dirty", "head", "requests", "stamps", "stamps_dirty", "tokens", "window")
+    __slots__ = ("capacity", "day", "dirty", "head", "requests", "reserved", "stamps", "stamps_dirty", "tokens",
+                 "window")
 
     def __init__(self, day: int) -> None:
         self.stamps = array("d")
@@ -60,6 +67,7 @@ class _State:
         self.day = day
         self.requests = 0
         self.tokens = 0
+        self.reserved = 0  # LLM tokens held by calls in flight; not reset at midnight (they settle on the new day)
         self.dirty = False
         self.stamps_dirty = False
 
@@ -75,6 +83,15 @@ class _State:
     def in_window(self, now: float, window: float) -> int:
         start = now - window
         return sum(1 for t in self.stamps if t > start)
+
+
+@dataclass(eq=False)
+class TokenReservation:
+    """LLM tokens held for one call until `Limiter.settle`; only its first settle counts."""
+
+    client_id: str
+    tokens: int
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,11 +194,55 @@ class Limiter:
             return None
         with self._lock:
             st = self._state(client_id, self._clock())
-            return max(0, per_day - st.tokens)
+            return max(0, per_day - st.tokens - st.reserved)
 
-    def seconds_to_tomorrow(self) -> float:
-        now = self._clock()
-        return _retry((self._today(now) + 1) * DAY_SECONDS - now)
+    def reserve(self, client_id: str, tokens: int, per_day: int | None, who: str = "") -> TokenReservation:
+        """Hold `tokens` for one call while anything of today's `per_day` is neither used nor reserved.
+
+        Raises QuotaExceeded (data: retry_after, limit, left, used, reserved) without holding anything; `who` (e.g.
+        "tier FREE") is named in its message.
+        """
+        if tokens < 0:
+            raise ValueError("a reservation cannot be negative")
+        with self._lock:
+            now = self._clock()
+            st = self._state(client_id, now)
+            if per_day is not None and st.tokens + st.reserved >= per_day:
+                raise self._token_quota_error(st, per_day, now, who)
+            st.reserved += tokens
+            st.dirty = True
+            return TokenReservation(client_id, tokens)
+
+    def settle(self, reservation: TokenReservation, used: int) -> bool:
+        """Replace the reservation by the `used` tokens; False (and nothing changes) if it was settled before."""
+        with self._lock:
+            if reservation.settled:
+                return False
+            reservation.settled = True
+            st = self._state(reservation.client_id, self._clock())
+            st.reserved = max(0, st.reserved - reservation.tokens)
+            st.tokens += max(0, int(used))
+            st.dirty = True
+            return True
+
+    def check_tokens(self, client_id: str, per_day: int | None, who: str = "") -> None:
+        """Raise the QuotaExceeded of `reserve` when this client could not reserve anything now."""
+        if per_day is None:
+            return
+        with self._lock:
+            now = self._clock()
+            st = self._state(client_id, now)
+            if st.tokens + st.reserved >= per_day:
+                raise self._token_quota_error(st, per_day, now, who)
+
+    def _token_quota_error(self, st: _State, per_day: int, now: float, who: str) -> QuotaExceeded:
+        where = f" for {who}" if who else ""
+        held = f", {st.reserved} held by calls in progress" if st.reserved else ""
+        return QuotaExceeded(
+            f"Daily LLM token quota of {per_day}{where} reached ({st.tokens} used{held}, 0 left)",
+            {"retry_after": _retry((st.day + 1) * DAY_SECONDS - now), "limit": per_day, "left": 0,
+             "used": st.tokens, "reserved": st.reserved},
+        )
 
     def add_tokens(self, client_id: str, tokens: int) -> None:
         if tokens <= 0:
@@ -200,7 +261,8 @@ class Limiter:
             return Remaining(
                 requests_in_window=None if rate is None else max(0, rate - st.in_window(now, window)),
                 requests_today=None if per_day is None else max(0, per_day - st.requests),
-                llm_tokens_today=None if tokens_per_day is None else max(0, tokens_per_day - st.tokens),
+                llm_tokens_today=(None if tokens_per_day is None
+                                  else max(0, tokens_per_day - st.tokens - st.reserved)),
                 requests_used_today=st.requests,
                 llm_tokens_used_today=st.tokens,
             )
@@ -232,7 +294,7 @@ class Limiter:
                 stamps: list[tuple[str, bytes]] = []
                 for client_id, st in self._states.items():
                     if st.dirty:
-                        rows.append((client_id, st.day, st.requests, st.tokens))
+                        rows.append((client_id, st.day, st.requests, st.tokens + st.reserved))
                         st.dirty = False
                     if st.stamps_dirty and (windows or len(st.stamps) <= _SMALL_WINDOW):
                         stamps.append((client_id, st.ordered().tobytes()))

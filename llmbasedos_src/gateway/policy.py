@@ -34,7 +34,7 @@ from ..protocol.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorize
 from ..settings import Settings
 from .audit import AuditLog, load_or_create_key, read_tail
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
-from .limits import DAY_SECONDS, Limiter
+from .limits import DAY_SECONDS, Limiter, TokenReservation
 from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
 from .tokens import ClientRecord, TokenStore
 
@@ -378,14 +378,29 @@ class Policy:
             self._audit.append("llm", outcome="denied", client=client.client_id, name=client.name, model=alias,
                                reason=reason)
             raise Forbidden(reason, {"model": alias, "tier": client.tier})
-        left = self._limiter.tokens_left(client.client_id, rights.max_tokens_per_day)
-        if left is not None and left <= 0:
+        try:
+            self._limiter.check_tokens(client.client_id, rights.max_tokens_per_day, f"tier {client.tier}")
+        except QuotaExceeded:
             self._audit.append("llm", outcome="quota_exceeded", client=client.client_id, name=client.name,
                                model=alias)
-            raise QuotaExceeded(
-                f"Daily LLM token quota of {rights.max_tokens_per_day} used up",
-                {"retry_after": self._limiter.seconds_to_tomorrow(), "limit": rights.max_tokens_per_day},
-            )
+            raise
+
+    def reserve_llm_tokens(self, client: ClientIdentity, tokens: int) -> TokenReservation:
+        """Hold `tokens` of today's quota for one call; QuotaExceeded (audited) when nothing is left.
+
+        Every reservation must be settled (`settle_llm_tokens`) once the call ends, however it ends.
+        """
+        try:
+            return self._limiter.reserve(client.client_id, tokens, self._rights_of(client).max_tokens_per_day,
+                                         f"tier {client.tier}")
+        except QuotaExceeded:
+            self._audit.append("llm", outcome="quota_exceeded", client=client.client_id, name=client.name)
+            raise
+
+    def settle_llm_tokens(self, client: ClientIdentity, reservation: TokenReservation, tokens: int) -> None:
+        """Replace a reservation by the tokens the call used; a second settle of it changes nothing."""
+        if self._limiter.settle(reservation, tokens) and tokens > 0:
+            self._audit.append("llm", outcome="used", client=client.client_id, name=client.name, tokens=int(tokens))
 
     def record_llm_tokens(self, client: ClientIdentity, tokens: int) -> None:
         self._limiter.add_tokens(client.client_id, int(tokens))

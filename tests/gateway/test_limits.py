@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbasedos.gateway.limits import DAY_SECONDS, Limiter
+from llmbasedos.gateway.limits import DAY_SECONDS, Limiter, TokenReservation
 from llmbasedos.protocol.errors import QuotaExceeded, RateLimited, RPCError
 
 
@@ -172,3 +172,70 @@ def test_large_windows_wait_for_a_full_flush(db: Path) -> None:
     limiter.flush()
     assert seen("big") == (5000, 5000)
     limiter.close()
+
+
+def test_token_reservations_are_exact_under_threads(db: Path) -> None:
+    limiter = Limiter(db)
+    held: list[TokenReservation] = []
+    refused: list[QuotaExceeded] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(20):
+            try:
+                reservation = limiter.reserve("c", 30, 1000, "tier FREE")
+            except QuotaExceeded as exc:
+                with lock:
+                    refused.append(exc)
+            else:
+                with lock:
+                    held.append(reservation)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Admitted while anything is neither used nor reserved: 33 * 30 = 990 < 1000, so a 34th, then no more.
+    assert len(held) == 34 and len(refused) == 8 * 20 - 34
+    assert refused[0].data["limit"] == 1000 and refused[0].data["reserved"] == 1020 and refused[0].data["left"] == 0
+    assert "tier FREE" in refused[0].message and "1000" in refused[0].message
+    assert limiter.tokens_left("c", 1000) == 0
+    for reservation in held:
+        assert limiter.settle(reservation, 10)
+    assert limiter.tokens_left("c", 1000) == 1000 - 340
+    assert limiter.remaining("c", None, 60, None, 1000).llm_tokens_used_today == 340
+    limiter.close()
+
+
+def test_a_reservation_settles_once_and_across_midnight(db: Path) -> None:
+    now = [DAY_SECONDS * 20000 + DAY_SECONDS - 1.0]
+    limiter = Limiter(db, clock=lambda: now[0])
+    limiter.add_tokens("c", 40)
+    reservation = limiter.reserve("c", 50, 100)
+    assert limiter.tokens_left("c", 100) == 10
+    now[0] += 2.0  # the call is still running at midnight
+    assert limiter.tokens_left("c", 100) == 50  # yesterday's use is gone, the call in flight still holds
+    assert limiter.settle(reservation, 7)
+    assert not limiter.settle(reservation, 7)  # a second settle (e.g. an error after a cancel) changes nothing
+    assert limiter.tokens_left("c", 100) == 93
+    with pytest.raises(ValueError):
+        limiter.reserve("c", -1, 100)
+    limiter.close()
+
+
+def test_reservations_are_persisted_as_used_so_a_crash_charges_them(db: Path) -> None:
+    limiter = Limiter(db)
+    limiter.add_tokens("c", 5)
+    reservation = limiter.reserve("c", 500, None)
+    limiter.flush()
+    after_crash = Limiter(db)  # the first one never settles: its process died mid-call
+    assert after_crash.remaining("c", None, 60, None, None).llm_tokens_used_today == 505
+    after_crash.close()
+    limiter.settle(reservation, 12)
+    limiter.close()  # a clean end writes the settled use
+    again = Limiter(db)
+    assert again.remaining("c", None, 60, None, None).llm_tokens_used_today == 17
+    again.close()

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from llmbasedos.gateway.llm import CHUNK_METHOD, LLMService, ModelRegistry, install
+from llmbasedos.gateway.llm.estimates import prompt_bound
+from llmbasedos.gateway.llm.options import DEFAULT_MAX_TOKENS
 from llmbasedos.gateway.policy import DB_NAME, ClientIdentity, Policy
 from llmbasedos.gateway.router import Router
 from llmbasedos.gateway.tokens import TokenStore
@@ -49,6 +51,9 @@ def conf_dir() -> Iterator[Path]:
         (d / name).write_text(value + "\n")
         (d / name).chmod(0o600)
     (d / "lic.key").write_text("ELITE:tests:2099-12-31\n")
+    # A daily quota without a per-request cap: its calls still need a bound to reserve.
+    (d / "licence_tiers.yaml").write_text("METERED:\n  allowed_llm_models: ['*']\n  max_tokens_per_request: null\n"
+                                          "  max_tokens_per_day: 1000000\n")
     yield d
 
 
@@ -118,6 +123,16 @@ def pro_client(policy: Policy, settings: Settings) -> ClientIdentity:
     store = TokenStore(settings.data_dir / DB_NAME)
     try:
         _, token = store.create("pro-client", "PRO")
+    finally:
+        store.close()
+    return policy.authenticate(token, transport="ws", remote="127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def metered_client(policy: Policy, settings: Settings) -> ClientIdentity:
+    store = TokenStore(settings.data_dir / DB_NAME)
+    try:
+        _, token = store.create("metered-client", "METERED")
     finally:
         store.close()
     return policy.authenticate(token, transport="ws", remote="127.0.0.1")
@@ -424,3 +439,41 @@ def test_api_key_from_environment_variable_names_the_variable_when_missing() -> 
     assert os.environ.get("LLMBDO_TEST_SURELY_UNSET_KEY") is None
     with pytest.raises(errors.FeatureUnavailable, match="LLMBDO_TEST_SURELY_UNSET_KEY"):
         reg.get("x").api_key()
+
+
+def _left(policy: Policy, client: ClientIdentity) -> tuple[int, int]:
+    remaining = policy.licence_status(client)["remaining"]
+    return int(remaining["llm_tokens_today"]), int(remaining["llm_tokens_used_today"])
+
+
+async def test_a_client_with_a_daily_quota_always_sends_the_max_tokens_it_reserves(gw, fake, metered_client) -> None:
+    router, _, policy = gw
+    left, used = _left(policy, metered_client)
+    result = await router.call(metered_client, "mcp.llm.chat", {"messages": HELLO, "model": "oa"})
+    assert fake.requests[-1].body["max_tokens"] == DEFAULT_MAX_TOKENS  # neither client, alias nor tier set one
+    total = result["usage"]["total_tokens"]
+    assert _left(policy, metered_client) == (left - total, used + total)  # settled to the real use
+
+
+@pytest.mark.parametrize("alias", ["oa-wrongkey", "down", "oa-busy"])
+async def test_a_call_the_provider_never_took_costs_nothing_and_holds_nothing(gw, metered_client, alias) -> None:
+    router, _, policy = gw
+    before = _left(policy, metered_client)
+    with pytest.raises((errors.UpstreamError, errors.ServiceUnavailable)):
+        await router.call(metered_client, "mcp.llm.chat", {"messages": HELLO, "model": alias, "stream": True})
+    assert _left(policy, metered_client) == before
+
+
+async def test_a_caller_who_leaves_an_anthropic_stream_pays_its_reservation(gw, fake, metered_client) -> None:
+    router, _, policy = gw
+    _, used = _left(policy, metered_client)
+    notes = Collector()
+    options = {"max_tokens": 40}
+    task = asyncio.create_task(router.call(metered_client, "mcp.llm.chat", {
+        "messages": HELLO, "model": "an-endless", "stream": True, "options": options}, notify=notes, request_id=3))
+    await asyncio.wait_for(notes.first.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(fake.wait_for, lambda: fake.disconnects == 1)
+    assert _left(policy, metered_client)[1] == used + prompt_bound(HELLO, options) + 40

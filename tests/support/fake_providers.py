@@ -11,6 +11,9 @@ test's llm_models.yaml sets per alias:
     busy          always 503
     tools         asks for a tool call
     slow          never answers a non-streaming request; records a disconnect when the client goes away
+    held          (OpenAI) a model that writes exactly max_tokens words (64 when none is sent) with usage, but
+                  holds every answer until the test calls `release()` (a stream sends its first word first);
+                  a client that leaves before is recorded as a disconnect; `held` counts the waiting answers
 Every request's headers and JSON body are recorded for the test to inspect.
 """
 
@@ -47,6 +50,8 @@ class _State:
     requests: list[Recorded] = field(default_factory=list)
     disconnects: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    released: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -87,6 +92,14 @@ class FakeProviders:
         with self.state.lock:
             return self.state.disconnects
 
+    @property
+    def held(self) -> int:
+        with self.state.lock:
+            return self.state.held
+
+    def release(self) -> None:
+        self.state.released.set()
+
     def set_retry_after(self, value: str) -> None:
         with self.state.lock:
             self.state.retry_after = value
@@ -96,6 +109,7 @@ class FakeProviders:
             self.state.requests.clear()
             self.state.counters.clear()
             self.state.disconnects = 0
+            self.state.released = threading.Event()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -160,6 +174,25 @@ class FakeProviders:
             with self.state.lock:
                 self.state.disconnects += 1
 
+    async def _hold(self, request: Request | None) -> bool:
+        """Wait for `release()`; False when the client went away first (recorded as a disconnect)."""
+        released = self.state.released
+        with self.state.lock:
+            self.state.held += 1
+        completed = False
+        try:
+            while not released.is_set():
+                if request is not None and await request.is_disconnected():
+                    return False
+                await asyncio.sleep(0.01)
+            completed = True
+            return True
+        finally:
+            with self.state.lock:
+                self.state.held -= 1
+                if not completed:
+                    self.state.disconnects += 1
+
     async def _openai_chat(self, request: Request) -> Response:
         body = await self._record(request)
         auth = request.headers.get("authorization", "")
@@ -179,6 +212,12 @@ class FakeProviders:
                 {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}]}
             return JSONResponse({"id": "c1", "object": "chat.completion", "model": model, "usage": usage,
                                  "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        if model == "held":
+            n = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 64
+            text = " ".join(["word"] * n)
+            usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+            if not body.get("stream") and not await self._hold(request):
+                return JSONResponse({"error": {"message": "gone"}}, status_code=499)
         if model == "slow" and not body.get("stream"):
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not await request.is_disconnected():
@@ -201,8 +240,10 @@ class FakeProviders:
 
         async def events() -> AsyncIterator[str]:
             yield chunk({"role": "assistant", "content": ""})
-            for word in _words(text):
+            for i, word in enumerate(_words(text)):
                 yield chunk({"content": word})
+                if model == "held" and i == 0:
+                    await self._hold(None)  # a client that leaves cancels this generator: a disconnect
             yield chunk({}, "stop")
             include = (body.get("stream_options") or {}).get("include_usage")
             if include and model != "echo-nousage":

@@ -11,11 +11,15 @@ from typing import Any
 
 from ...protocol.errors import InvalidParams
 
-__all__ = ["KNOWN_OPTIONS", "check_options", "OptionError"]
+__all__ = ["KNOWN_OPTIONS", "DEFAULT_MAX_TOKENS", "check_options", "OptionError"]
 
 KNOWN_OPTIONS: tuple[str, ...] = (
     "temperature", "top_p", "max_tokens", "stop", "seed", "tools", "tool_choice", "response_format",
 )
+
+# The max_tokens of a call that names none where one is needed: the Anthropic API requires one, and a client
+# with a daily token quota always reserves (and sends) one. The alias's options or the tier's cap come first.
+DEFAULT_MAX_TOKENS = 1024
 
 
 class OptionError(ValueError):

@@ -1,14 +1,13 @@
 """The LLM methods served inside the gateway: `mcp.llm.chat`, `mcp.llm.embed`, `mcp.llm.models`.
 
-Order of a chat call: check the request, ask the Policy (LLM access, alias, max tokens), call the alias's
-provider (then its fallbacks while the provider cannot be reached and nothing has been streamed), and count
-the tokens used, in a `finally` so a caller who disconnects mid-stream still pays for what was produced.
-Prompts and completions never reach a log line.
+Order of a chat call: check the request, ask the Policy (LLM access, alias, max tokens), reserve the call's
+most with the daily quota, call the alias's provider (then its fallbacks while the provider cannot be reached
+and nothing has been streamed), and settle the reservation to what the call cost (metering.py says how,
+including for a caller who disconnects mid-stream). Prompts and completions never reach a log line.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -18,7 +17,9 @@ from typing import Any, Protocol
 from ...protocol.errors import FeatureUnavailable, InvalidParams, RPCError, ServiceUnavailable
 from ..policy import ClientIdentity, Policy
 from ..tiers import match_any
-from .options import check_options
+from .estimates import estimate_tokens, prompt_bound
+from .metering import Charge, metered
+from .options import DEFAULT_MAX_TOKENS, check_options
 from .providers import Delta, Provider, ProviderUnreachable, StreamEnd, Usage, make_provider
 from .registry import ModelConfig, ModelRegistry
 
@@ -61,12 +62,6 @@ def _check_messages(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _estimate_tokens(text: str) -> int:
-    # Used only when the provider never sent its own count (e.g. the caller left mid-stream):
-    # about four characters per token for English text, never zero for a non-empty text.
-    return (len(text) + 3) // 4
-
-
 class LLMService:
     def __init__(self, registry: ModelRegistry, policy: Policy,
                  provider_factory: Callable[[ModelConfig], Provider] = make_provider) -> None:
@@ -96,13 +91,17 @@ class LLMService:
         """Ask the Policy; returns the options to send.
 
         A max_tokens the client asked for is checked as asked. Otherwise the alias default (or nothing) is
-        brought within the tier's per-request cap: the client did not ask for more, so it is not refused.
+        brought within the tier's per-request cap: the client did not ask for more, so it is not refused. A
+        client with a daily quota always sends one (DEFAULT_MAX_TOKENS at least): it is what the call reserves.
         """
         merged = {**cfg.options, **options}
         if "max_tokens" not in options:
-            cap = self._limits(client).get("max_tokens_per_request")
+            limits = self._limits(client)
+            cap = limits.get("max_tokens_per_request")
             if isinstance(cap, int) and cap > 0:
                 merged["max_tokens"] = min(merged.get("max_tokens") or cap, cap)
+            elif merged.get("max_tokens") is None and limits.get("max_tokens_per_day") is not None:
+                merged["max_tokens"] = DEFAULT_MAX_TOKENS
         self.policy.llm_allowed(client, cfg.alias, merged.get("max_tokens"))
         return merged
 
@@ -119,13 +118,11 @@ class LLMService:
                 continue  # a fallback this client may not use is simply not tried
             yield cfg, admitted
 
-    def _record(self, client: ClientIdentity, tokens: int) -> None:
-        if tokens <= 0:
-            return
-        try:
-            self.policy.record_llm_tokens(client, tokens)
-        except Exception:
-            log.exception("recording LLM token usage failed")
+    def _metered(self, client: ClientIdentity, messages: list[dict[str, Any]],
+                 opts: dict[str, Any]) -> contextlib.AbstractContextManager[Charge]:
+        max_tokens = opts.get("max_tokens")
+        return metered(self.policy, client, prompt_bound(messages, opts),
+                       max_tokens if isinstance(max_tokens, int) else None, estimate_tokens(_prompt_text(messages)))
 
     # -- methods ----------------------------------------------------------------------------------------
 
@@ -149,18 +146,15 @@ class LLMService:
         for cfg, opts in chain:
             tried.append(cfg.alias)
             try:
-                result = await self.provider(cfg.alias).chat(messages, opts)
-            except asyncio.CancelledError:
-                # The caller left; the provider has at least read the prompt, and its answer is lost.
-                self._record(call.client, _estimate_tokens(_prompt_text(messages)))
-                raise
+                with self._metered(call.client, messages, opts) as charge:
+                    result = await self.provider(cfg.alias).chat(messages, opts)
+                    usage = result.usage or Usage(estimate_tokens(_prompt_text(messages)),
+                                                  estimate_tokens(result.content))
+                    charge.used = usage.total_tokens
             except ProviderUnreachable as exc:
                 last = exc
                 log.warning("llm provider unreachable", extra={"alias": cfg.alias})
                 continue
-            usage = result.usage or Usage(_estimate_tokens(_prompt_text(messages)),
-                                          _estimate_tokens(result.content))
-            self._record(call.client, usage.total_tokens)
             return _final(cfg.alias, result.content, result.finish_reason, usage, result.tool_calls)
         raise _unreachable(tried, last)
 
@@ -174,29 +168,25 @@ class LLMService:
             end: StreamEnd | None = None
             started = False
             try:
-                async with contextlib.aclosing(self.provider(cfg.alias).stream(messages, opts)) as events:
-                    async for event in events:
-                        started = True
-                        if isinstance(event, Delta):
-                            parts.append(event.text)
-                            call.notify(CHUNK_METHOD, {"delta": event.text})
-                        else:
-                            end = event
+                with self._metered(call.client, messages, opts) as charge:
+                    async with contextlib.aclosing(self.provider(cfg.alias).stream(messages, opts)) as events:
+                        async for event in events:
+                            started = True
+                            if isinstance(event, Delta):
+                                parts.append(event.text)
+                                charge.seen += 1
+                                call.notify(CHUNK_METHOD, {"delta": event.text})
+                            else:
+                                end = event
+                    assert end is not None  # every provider's stream ends with a StreamEnd or raises
+                    usage = end.usage or Usage(estimate_tokens(_prompt_text(messages)), len(parts))
+                    charge.used = usage.total_tokens
             except ProviderUnreachable as exc:
                 if started:
                     raise
                 last = exc
                 log.warning("llm provider unreachable", extra={"alias": cfg.alias})
                 continue
-            finally:
-                if started:
-                    # Counted even when the caller left (this task is then being cancelled) or the stream broke.
-                    usage = end.usage if end is not None and end.usage is not None else None
-                    if usage is None:
-                        usage = Usage(_estimate_tokens(_prompt_text(messages)), len(parts))
-                    self._record(call.client, usage.total_tokens)
-            assert end is not None
-            usage = end.usage or Usage(_estimate_tokens(_prompt_text(messages)), len(parts))
             return _final(cfg.alias, "".join(parts), end.finish_reason, usage, end.tool_calls)
         raise _unreachable(tried, last)
 
@@ -214,9 +204,11 @@ class LLMService:
         if not cfg.embeddings:
             raise FeatureUnavailable(f"Model alias {cfg.alias!r} does not provide embeddings")
         self.policy.llm_allowed(call.client, cfg.alias, None)
-        result = await self.provider(cfg.alias).embed(inputs)
-        usage = result.usage or Usage(sum(_estimate_tokens(t) for t in inputs), 0)
-        self._record(call.client, usage.total_tokens)
+        with metered(self.policy, call.client, prompt_bound(inputs), 0,
+                     sum(estimate_tokens(t) for t in inputs)) as charge:
+            result = await self.provider(cfg.alias).embed(inputs)
+            usage = result.usage or Usage(sum(estimate_tokens(t) for t in inputs), 0)
+            charge.used = usage.total_tokens
         return {"model": cfg.alias, "vectors": result.vectors,
                 "dimensions": len(result.vectors[0]) if result.vectors else 0, "usage": usage.as_dict()}
 

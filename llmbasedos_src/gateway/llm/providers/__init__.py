@@ -6,12 +6,12 @@ import httpx
 
 from ..registry import ModelConfig
 from .anthropic import AnthropicProvider
-from .base import ChatResult, Delta, EmbedResult, Provider, ProviderUnreachable, StreamEnd, Usage
+from .base import ChatResult, Delta, EmbedResult, Provider, ProviderRejected, ProviderUnreachable, StreamEnd, Usage
 from .openai_compat import OpenAICompatProvider
 
 __all__ = [
-    "AnthropicProvider", "OpenAICompatProvider", "Provider", "ProviderUnreachable", "ChatResult", "Delta",
-    "StreamEnd", "EmbedResult", "Usage", "make_provider",
+    "AnthropicProvider", "OpenAICompatProvider", "Provider", "ProviderUnreachable", "ProviderRejected", "ChatResult",
+    "Delta", "StreamEnd", "EmbedResult", "Usage", "make_provider",
 ]
 
 

@@ -16,12 +16,12 @@ import orjson
 from httpx_sse import EventSource, SSEError
 
 from ....protocol.errors import InvalidParams
+from ..options import DEFAULT_MAX_TOKENS
 from .base import ChatResult, Delta, Provider, StreamEnd, Usage, protocol_error
 
 __all__ = ["AnthropicProvider", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 
 ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 1024  # the Messages API requires max_tokens
 _UNSUPPORTED = ("seed", "response_format")
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 

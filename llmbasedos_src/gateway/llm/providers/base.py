@@ -4,7 +4,8 @@ Foreign exceptions stop here: httpx errors and provider error bodies become RPCE
 alias and the fault, never the key, the URL or the provider's echo of either.
 
     ProviderUnreachable (ServiceUnavailable)   connection refused / timed out after the retries: fall back
-    UpstreamError                              the provider answered with an error
+    ProviderRejected (UpstreamError)           the provider answered the request with an error status
+    UpstreamError                              the answer broke off or is malformed
     Timeout                                    no progress within the alias's timeout
 """
 
@@ -31,7 +32,7 @@ from ....protocol.errors import FeatureUnavailable, RPCError, ServiceUnavailable
 from ..registry import ModelConfig
 
 __all__ = [
-    "Usage", "ChatResult", "Delta", "StreamEnd", "EmbedResult", "Provider", "ProviderUnreachable",
+    "Usage", "ChatResult", "Delta", "StreamEnd", "EmbedResult", "Provider", "ProviderUnreachable", "ProviderRejected",
     "RETRY_AFTER_CAP", "parse_retry_after",
 ]
 
@@ -44,6 +45,10 @@ _UNREACHABLE_STATUSES = frozenset({502, 503, 504})
 
 class ProviderUnreachable(ServiceUnavailable):
     """The provider could not be reached (or said it is unavailable): the next fallback alias may serve."""
+
+
+class ProviderRejected(UpstreamError):
+    """The provider refused the request with an error status, so it generated nothing (nothing to charge)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +182,7 @@ class Provider(ABC):
         data: dict[str, Any] = {"alias": alias, "status": status}
         if status in (401, 403):
             # Providers echo part of a rejected key in this message; it never goes further.
-            return UpstreamError(f"Model alias {alias!r}: the provider rejected the credentials", data)
+            return ProviderRejected(f"Model alias {alias!r}: the provider rejected the credentials", data)
         retry_after = parse_retry_after(resp.headers)
         if retry_after is not None:
             data["retry_after"] = min(retry_after, RETRY_AFTER_CAP)
@@ -192,7 +197,7 @@ class Provider(ABC):
             message = f"Model alias {alias!r}: the provider answered HTTP {status}"
         if detail:
             message += f": {detail}"
-        return UpstreamError(message, data)
+        return ProviderRejected(message, data)
 
     def _backoff(self, attempt: int) -> float:
         return min(8.0, 0.2 * (2**attempt)) * (0.75 + random.random() / 2)
