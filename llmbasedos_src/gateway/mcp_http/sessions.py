@@ -84,8 +84,9 @@ class SessionStore:
         if now - session.last_seen > self.idle_timeout and not session.tasks and session.stream is None:
             self.remove(session_id)
             return None
-        if session.client != client:
+        if session.client.client_id != client.client_id:
             return None
+        session.client = client  # its rights as they are now (an allowlist or tier may have changed)
         session.last_seen = now
         return session
 
