@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ...protocol import errors
 from ..policy import ClientIdentity
 
 __all__ = ["McpSession", "SessionStore", "IDLE_TIMEOUT", "MAX_SESSIONS"]
@@ -96,6 +98,15 @@ class SessionStore:
             return False
         session.close()
         return True
+
+    def follow_rights(self, refresh: Callable[[ClientIdentity], ClientIdentity]) -> None:
+        """Give each session its client as it is now (`Policy.refresh`); end those whose client is refused
+        (revoked or expired): their work is cancelled and their GET stream ends."""
+        for sid, s in list(self._sessions.items()):
+            try:
+                s.client = refresh(s.client)
+            except errors.RPCError:
+                self.remove(sid)
 
     def sweep(self) -> None:
         now = time.monotonic()

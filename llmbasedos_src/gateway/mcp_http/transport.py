@@ -163,11 +163,7 @@ class McpDoor:
         """A token was revoked, expired or changed: its sessions end (their work is cancelled, the next
         request with it gets 401, or 404 for the session) or take the client's new rights."""
         self._auth.clear()
-        for session in self.sessions:
-            try:
-                session.client = self.policy.refresh(session.client, transport="mcp")
-            except errors.RPCError:
-                self.sessions.remove(session.id)
+        self.sessions.follow_rights(functools.partial(self.policy.refresh, transport="mcp"))
 
     def _tools_changed(self) -> None:
         event = _sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
