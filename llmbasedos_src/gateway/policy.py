@@ -4,8 +4,9 @@ The gateway holds one `Policy`. Its per-call methods are synchronous, cheap and 
 batched), so they are called straight from the event loop; they are also thread-safe. A background thread
 writes the audit lines (every 0.1 s), the counters and the audit checkpoint (every 0.5 s), and re-reads the
 licence when its file, its public key or the UTC day changes (checked every 2 s): no restart is needed to
-install a licence. Token creations and revocations by `llmbasedos token` are seen at the next
-authentication.
+install a licence. Token creations, changes and revocations by `llmbasedos token`, and expiries, are seen at
+the next authentication, and by open connections within a tick: `clients` (live_clients.py) moves its
+generation and the doors re-resolve their clients with `refresh`.
 
 A client's rights are its own allowlist, within its tier, within the licence's tier. Its rate limit and
 quotas are the stricter of its tier's and the licence tier's. The owner (owner token, or the gateway.sock
@@ -35,6 +36,7 @@ from ..settings import Settings
 from .audit import AuditLog, load_or_create_key, read_tail
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
 from .limits import DAY_SECONDS, Limiter, TokenReservation
+from .live_clients import LiveClients
 from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
 from .tokens import ClientRecord, TokenStore
 
@@ -171,6 +173,7 @@ class Policy:
         self._reload_lock = threading.Lock()
         self._rights: dict[ClientIdentity, _Rights] = {}
         self._allowed: dict[tuple[ClientIdentity, str], bool] = {}
+        self.clients = LiveClients(tokens)  # its generation moves when any client's rights may have changed
         self._licence_seen: tuple[Any, ...] = ()
         self._licence: LicenceStatus = self._evaluate_licence(self._licence_inputs())
         self._stop = threading.Event()
@@ -249,6 +252,7 @@ class Policy:
             self._licence = status
             self._rights = {}
             self._allowed = {}
+        self.clients.bump()  # identities that follow the licence's tier have a new tier
         self._audit.append("licence", tier=status.tier, licence_valid=status.valid, reason=status.reason)
         if status.valid:
             log.info("licence changed: tier %s for %s until %s", status.tier, status.user, status.expires)
@@ -278,10 +282,11 @@ class Policy:
         if record is None:
             self._audit.append("auth", outcome="denied", reason="unknown token", transport=transport, remote=remote)
             raise Unauthorized("Invalid token")
-        if record.revoked is not None:
-            self._audit.append("auth", outcome="denied", reason="revoked token", client=record.id, name=record.name,
+        if record.revoked is not None or record.expired():
+            reason = "revoked token" if record.revoked is not None else "expired token"
+            self._audit.append("auth", outcome="denied", reason=reason, client=record.id, name=record.name,
                                transport=transport, remote=remote)
-            raise Unauthorized("Invalid token")
+            raise Unauthorized("Invalid token" if record.revoked is not None else "Token expired")
         self._audit.append("auth", outcome="allowed", client=record.id, name=record.name, transport=transport,
                            remote=remote)
         return self._identity(record)
@@ -291,14 +296,29 @@ class Policy:
 
     def identity_by_id(self, client_id: str, *, transport: str, remote: str) -> ClientIdentity:
         """The active client with this id, for a local service acting on that client's behalf (the agent
-        calling back through gateway.sock). Unauthorized (audited) when the id is unknown or revoked."""
+        calling back through gateway.sock). Unauthorized (audited) when the id is unknown, revoked or expired."""
         if client_id == self._owner.id:
             return self.local_identity()
-        record = next((r for r in self._tokens.list(include_revoked=False) if r.id == client_id), None)
+        self.clients.poll()  # a change made a moment ago counts for this call already
+        record = self.clients.active(client_id)
         if record is None:
-            self._audit.append("auth", outcome="denied", reason="unknown or revoked client id", transport=transport,
-                               remote=remote)
-            raise Unauthorized("The client this call is made for is unknown or revoked")
+            self._audit.append("auth", outcome="denied", reason="unknown, revoked or expired client id",
+                               client=client_id[:_MAX_FIELD], transport=transport, remote=remote)
+            raise Unauthorized("The client this call is made for is unknown, revoked or expired")
+        return self._identity(record)
+
+    def refresh(self, client: ClientIdentity, *, transport: str) -> ClientIdentity:
+        """Who `client` is now (its allowlist, tier or the licence may have changed); Unauthorized (audited)
+        once it is revoked or expired. Doors call it for open connections when `clients.generation` moved."""
+        if client.is_owner:
+            return self.local_identity()
+        record = self.clients.active(client.client_id)
+        if record is None and self.clients.poll():  # the map may predate a client created a moment ago
+            record = self.clients.active(client.client_id)
+        if record is None:
+            self._audit.append("auth", outcome="denied", reason="revoked or expired during a connection",
+                               client=client.client_id, name=client.name, transport=transport)
+            raise Unauthorized("Token revoked or expired")
         return self._identity(record)
 
     def _rights_of(self, client: ClientIdentity) -> _Rights:
@@ -448,6 +468,10 @@ class Policy:
         tick = 0
         while not self._stop.wait(_AUDIT_FLUSH_INTERVAL):
             tick += 1
+            try:
+                self.clients.poll()
+            except Exception:
+                log.exception("cannot re-read the clients")
             if tick % _LICENCE_EVERY == 0:
                 try:
                     self.reload_licence()

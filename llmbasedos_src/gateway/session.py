@@ -3,6 +3,13 @@
 A door decodes frames into JSON values and hands them to `Session.receive`; the session answers through the
 door's `send` callable (which takes a dict or a list and must not block). Requests run as tasks, so answers
 go out in completion order; batches are answered as one array once all their requests are done.
+
+A session holds its client's identity and the generation of the policy's clients it was last checked against.
+When the generation has moved (a token revoked, expired or changed, a new licence), the next message first
+re-resolves the client: a changed allowlist or tier applies to that message already; a revoked or expired
+client gets the message refused (Unauthorized) and the connection ended through the door's `end` hook
+(WebSocket close code 1008). The gateway also re-checks every open session when the generation moves, so a
+revoked client's idle connection is closed without waiting for its next call.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from ..protocol.messages import RequestId
 from .policy import ClientIdentity
 from .router import RoutedCall, Router
 
-__all__ = ["Session", "SendFn", "CANCEL_METHOD", "MAX_IN_FLIGHT", "MAX_BATCH"]
+__all__ = ["Session", "SendFn", "EndFn", "CANCEL_METHOD", "MAX_IN_FLIGHT", "MAX_BATCH", "POLICY_VIOLATION"]
 
 log = logging.getLogger("llmbasedos.gateway.session")
 
@@ -27,6 +34,9 @@ CANCEL_METHOD = "mcp.cancel"
 MAX_IN_FLIGHT = 4096  # per connection: a client cannot make the gateway hold unbounded work for it
 MAX_BATCH = 1000
 SendFn = Callable[[Any], None]
+EndFn = Callable[[int, str], None]
+"""Ends the door's connection with a WebSocket-style close code and reason (must not block)."""
+POLICY_VIOLATION = 1008  # RFC 6455: the close code for a client whose rights are gone
 _ids = itertools.count(1)
 
 
@@ -39,6 +49,13 @@ class Session:
                  remote: str = "") -> None:
         self.router = router
         self.client = client
+        self._clients = router.policy.clients
+        # Never a real generation: the first message re-resolves the client, in case its rights changed
+        # between the door's authentication and this session.
+        self._generation = -1
+        self.revoked = False
+        # Set by the door: how to end its connection when the client's rights are gone.
+        self.end: EndFn | None = None
         self.transport = transport
         self.remote = remote
         self.session_id = next(_ids)
@@ -76,8 +93,37 @@ class Session:
         """A frame could not be decoded (parse error, oversize): answer with id null, keep going."""
         self.send({"jsonrpc": "2.0", "id": None, "error": error.to_error()})
 
+    def revalidate(self) -> bool:
+        """Re-resolve the client if the policy's clients changed since the last check; False (and the
+        connection ended) once it is revoked or expired."""
+        return self._check_rights(None, answer=False)
+
+    def _check_rights(self, value: Any, *, answer: bool) -> bool:
+        if self.revoked:
+            return False
+        generation = self._clients.generation
+        if generation == self._generation:
+            return True
+        try:
+            self.client = self.router.policy.refresh(self.client, transport=self.transport)
+        except errors.RPCError as exc:
+            self.revoked = True
+            if answer:  # the message that found out is refused before the connection ends
+                rid = value.get("id") if isinstance(value, dict) else None
+                self.send({"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": exc.to_error()})
+            end = self.end
+            self.close()
+            if end is not None:
+                end(POLICY_VIOLATION, "token revoked or expired")
+            return False
+        self._generation = generation
+        return True
+
     def receive(self, value: Any) -> None:
         """Handle one decoded JSON value: a message or a batch."""
+        if (self._generation != self._clients.generation or self.revoked) and not self._check_rights(
+                value, answer=True):  # the one check per message: an integer compare
+            return
         if isinstance(value, list):
             if not value:
                 self.receive_error(errors.InvalidRequest("Empty batch"))

@@ -6,6 +6,7 @@ import asyncio
 
 from llmbasedos.gateway.mcp_http.sessions import SessionStore
 from llmbasedos.gateway.policy import ClientIdentity
+from llmbasedos.protocol import errors
 
 ALICE = ClientIdentity("c1", "alice", "FREE", ("*",), False)
 BOB = ClientIdentity("c2", "bob", "FREE", ("*",), False)
@@ -46,3 +47,26 @@ def test_the_number_of_sessions_is_bounded() -> None:
         store.create(ALICE, "2025-11-25")
     assert len(store) == 3
     assert store.get(first.id, ALICE) is None  # the least recently used went first
+
+
+def test_sessions_follow_their_clients_rights() -> None:
+    store = SessionStore()
+    alice, bob = store.create(ALICE, "2025-11-25"), store.create(BOB, "2025-11-25")
+    narrowed = ClientIdentity("c1", "alice", "FREE", ("mcp.hello",), False)
+
+    def refresh(client: ClientIdentity) -> ClientIdentity:
+        if client.client_id == "c2":
+            raise errors.Unauthorized("Token revoked or expired")
+        return narrowed
+
+    store.follow_rights(refresh)
+    assert store.get(alice.id, narrowed) is alice and alice.client == narrowed  # lives on, with the new rights
+    assert bob.closed and store.get(bob.id, BOB) is None and len(store) == 1  # revoked: gone, its work cancelled
+
+
+def test_a_session_is_found_by_its_client_whatever_its_current_rights() -> None:
+    store = SessionStore()
+    session = store.create(ALICE, "2025-11-25")
+    widened = ClientIdentity("c1", "alice", "PRO", ("*",), False)
+    assert store.get(session.id, widened) is session and session.client == widened
+    assert store.get(session.id, BOB) is None

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from llmbasedos.protocol import errors
 from tests.gateway.harness import wait_until
@@ -142,6 +143,41 @@ async def test_a_client_revoked_mid_run_stops_acting(stack: AgentStack) -> None:
     assert status["state"] == "failed"
     assert status["log"][-1]["step"] == "read"
     assert f"code {errors.UNAUTHORIZED}" in status["error"]
+
+
+def _token_update(stack: AgentStack, name: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "update", name, *args, "--state-dir",
+                    str(stack.env.state)], env=stack.env.env, capture_output=True, text=True, check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("change", "code"), [(("--expires", "1s"), errors.UNAUTHORIZED),
+                                              (("--allow", "mcp.agent.*"), errors.FORBIDDEN)])
+async def test_a_client_changed_mid_run_acts_with_its_new_rights(stack: AgentStack, change: tuple[str, ...],
+                                                                 code: int) -> None:
+    """`token update` during a run: an expiry stops it acting, a narrowed allowlist narrows what it may do."""
+    name = f"changed{len(change[1])}"
+    token = _token_create(stack, name, "mcp.fs.read", "mcp.agent.*")
+    stack.http.slow_started.clear()
+    stack.http.release.clear()
+    async with stack.client(token) as c:
+        started = await c.call("mcp.agent.runWorkflow", {"workflow_id": "wait_then_read"})
+        await wait_until(stack.http.slow_started.is_set, what="the run to reach its waiting step")
+    _token_update(stack, name, *change)
+
+    async def in_force() -> bool:  # the change as the gateway sees it, before the run goes on
+        try:
+            async with stack.client(token) as probe:
+                return "mcp.fs.read" not in (await probe.call("mcp.hello"))["methods"]
+        except InvalidStatus:
+            return True
+
+    await wait_until(in_force, what="the change to be in force")
+    stack.http.release.set()
+    async with stack.client() as owner:
+        status = await stack.wait_done(owner, started["execution_id"])
+    assert status["state"] == "failed"
+    assert status["log"][-1]["step"] == "read"
+    assert f"code {code}" in status["error"]
 
 
 async def test_ws_clients_cannot_borrow_an_identity_with_caller(stack: AgentStack) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ...protocol import errors
 from ..policy import ClientIdentity
 
 __all__ = ["McpSession", "SessionStore", "IDLE_TIMEOUT", "MAX_SESSIONS"]
@@ -84,8 +86,9 @@ class SessionStore:
         if now - session.last_seen > self.idle_timeout and not session.tasks and session.stream is None:
             self.remove(session_id)
             return None
-        if session.client != client:
+        if session.client.client_id != client.client_id:
             return None
+        session.client = client  # its rights as they are now (an allowlist or tier may have changed)
         session.last_seen = now
         return session
 
@@ -95,6 +98,15 @@ class SessionStore:
             return False
         session.close()
         return True
+
+    def follow_rights(self, refresh: Callable[[ClientIdentity], ClientIdentity]) -> None:
+        """Give each session its client as it is now (`Policy.refresh`); end those whose client is refused
+        (revoked or expired): their work is cancelled and their GET stream ends."""
+        for sid, s in list(self._sessions.items()):
+            try:
+                s.client = refresh(s.client)
+            except errors.RPCError:
+                self.remove(sid)
 
     def sweep(self) -> None:
         now = time.monotonic()
