@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from llmbasedos.servers.sync.rclone_log import (
     progress_from_stats,
 )
 from llmbasedos.servers.sync.remotes import Remote, Wrapped, read_remotes
+from llmbasedos.servers.sync.store import JobRecord, JobStore
 
 CAPS = Path(__file__).resolve().parents[2] / "llmbasedos_src" / "servers" / "sync" / "caps.json"
 REMOTES = {"backup": Remote("backup", "alias"), "disk": Remote("disk", "local")}
@@ -322,6 +324,40 @@ def test_local_remote_paths_are_refused_or_confined(vroot: VirtualRoot) -> None:
         parse_location("source", "disk:../..", vroot, CHAIN, must_exist=False, local_remotes=confine)
     with pytest.raises(errors.NotFound):
         parse_location("source", "disk:/etc", vroot, CHAIN, must_exist=True, local_remotes=confine)
+
+
+# -- job records -----------------------------------------------------------------------------------------------
+
+
+def test_job_store_made_before_owners_keeps_its_jobs_for_the_owner(base: Path) -> None:
+    path = base / "jobs.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, mode TEXT NOT NULL, source TEXT NOT NULL,
+            destination TEXT NOT NULL, dry_run INTEGER NOT NULL, flags TEXT NOT NULL, state TEXT NOT NULL,
+            created_at REAL NOT NULL, started_at REAL, ended_at REAL, pid INTEGER, exit_code INTEGER, error TEXT,
+            progress TEXT, check_summary TEXT);
+        INSERT INTO jobs VALUES ('job-old', 'copy', '/a', 'b:c', 0, '[]', 'succeeded', 1.0, 1.0, 2.0, NULL, 0,
+            NULL, NULL, NULL);
+    """)
+    old.close()
+    store = JobStore(path)
+    try:
+        store.save(JobRecord(id="job-new", mode="copy", source="/a", destination="b:d", dry_run=False, flags=[],
+                             state="queued", created_at=3.0, client_id="c_alice"))
+        assert [r.id for r in store.recent()] == ["job-new", "job-old"]
+        old_job = store.get("job-old")
+        assert old_job is not None and old_job.client_id is None
+        assert [r.id for r in store.recent(client_id="c_alice")] == ["job-new"]
+        assert store.recent(client_id="c_bob") == []
+    finally:
+        store.close()
+    reopened = JobStore(path)  # the added column is found, not added twice
+    try:
+        new_job = reopened.get("job-new")
+        assert new_job is not None and new_job.client_id == "c_alice"
+    finally:
+        reopened.close()
 
 
 # -- reading rclone's output ---------------------------------------------------------------------------------

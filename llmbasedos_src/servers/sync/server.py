@@ -11,6 +11,10 @@ Configuration (besides the common `LLMBDO_*` settings):
                              kept inside the virtual root; see local_remotes.py)
 
 Job records live in `<data_dir>/sync/jobs.sqlite`, each job's rclone log in `<data_dir>/sync/logs/`.
+
+A job belongs to the client that started it (the caller the gateway forwards): listJobs, getJobStatus and
+stopJob show and touch only the caller's own jobs, and the owner's see all. Another client's job is "not
+found", exactly like an id that never existed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...caller import Caller
 from ...common_utils import VirtualRoot
 from ...mcp_server_framework import CallContext, MCPServer, method
 from ...protocol import errors
@@ -168,7 +173,7 @@ class SyncServer(MCPServer):
 
     @method("mcp.sync.listJobs")
     async def list_jobs(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return self.jobs.list(state=params.get("state"), limit=params.get("limit", 50))
+        return self.jobs.list(Caller.of(ctx.caller), state=params.get("state"), limit=params.get("limit", 50))
 
     def _locations(self, mode: str, source: str, destination: str) -> tuple[Location, Location]:
         remotes = read_remotes(self.sync_settings.rclone_config)
@@ -194,7 +199,8 @@ class SyncServer(MCPServer):
         mode = params.get("mode", "copy")
         flags = parse_flags(params.get("flags", []), mode)
         src, dst = self._locations(mode, params["source"], params["destination"])
-        rec = jobs.submit(mode, src, dst, flags, bool(params.get("dry_run", False)))
+        caller = Caller.of(ctx.caller)
+        rec = jobs.submit(mode, src, dst, flags, bool(params.get("dry_run", False)), caller)
         self.log.info("job started", extra={"job": rec.id, "mode": mode, "dry_run": rec.dry_run})
         if not params.get("wait", False):
             return jobs.summary(rec)
@@ -204,10 +210,10 @@ class SyncServer(MCPServer):
                 ctx.progress(p["bytes"], p["total_bytes"] or None, _progress_message(p))
 
         try:
-            status = await jobs.wait(rec.id, on_progress, log_lines=params.get("log_lines", 20))
+            status = await jobs.wait(rec.id, caller, on_progress, log_lines=params.get("log_lines", 20))
         except asyncio.CancelledError:
             # The caller gave up on the call that started the job: the job goes with it.
-            task = asyncio.get_running_loop().create_task(jobs.stop(rec.id))
+            task = asyncio.get_running_loop().create_task(jobs.stop(rec.id, caller))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise
@@ -215,8 +221,8 @@ class SyncServer(MCPServer):
 
     @method("mcp.sync.getJobStatus")
     async def get_job_status(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return self.jobs.status(params["job_id"], log_lines=params.get("log_lines", 20))
+        return self.jobs.status(params["job_id"], Caller.of(ctx.caller), log_lines=params.get("log_lines", 20))
 
     @method("mcp.sync.stopJob")
     async def stop_job(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return await self.jobs.stop(params["job_id"])
+        return await self.jobs.stop(params["job_id"], Caller.of(ctx.caller))
