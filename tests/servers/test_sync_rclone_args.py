@@ -80,6 +80,18 @@ def test_false_boolean_flag_is_dropped() -> None:
     (["--exclude-from=/etc/shadow"], "not allowed"),
     (["--copy-links"], "not allowed"),
     (["--log-file=/tmp/x"], "not allowed"),
+    # Flags that name a file or folder, or change how a backend reaches the disk: none is on the allowlist.
+    (["--filter-from=/etc/passwd"], "not allowed"),
+    (["--include-from", "/etc/passwd"], "not allowed"),
+    (["--backup-dir=/etc"], "not allowed"),
+    (["--compare-dest=/etc"], "not allowed"),
+    (["--copy-dest=/etc"], "not allowed"),
+    (["--temp-dir=/etc"], "not allowed"),
+    (["--cache-dir=/etc"], "not allowed"),
+    (["--links"], "not allowed"),
+    (["--local-copy-links"], "not allowed"),
+    (["--alias-remote=/etc"], "not allowed"),
+    (["--crypt-remote=disk:/etc"], "not allowed"),
     (["--rc"], "not allowed"),
     (["-L"], "not an allowed flag"),
     (["-x"], "not an allowed flag"),
@@ -229,6 +241,7 @@ def test_read_remotes_keeps_what_wrapping_remotes_store_data_in(base: Path) -> N
 
 CHAIN = {
     "disk": Remote("disk", "local"),
+    "shouty": Remote("shouty", " LOCAL"),
     "linky": Remote("linky", "local", copy_links=True),
     "dav": Remote("dav", "webdav"),
     "net": Remote("net", "alias", (Wrapped("dav:x", True),)),
@@ -270,6 +283,8 @@ def test_remotes_off_this_machine_do_not_reach_the_disk() -> None:
     assert reach(CHAIN, "dav", "x") is None and reach(CHAIN, "net", "/etc") is None
     direct = reach(CHAIN, "disk", "/etc")
     assert direct is not None and direct.direct
+    shouty = reach(CHAIN, "shouty", "/etc")
+    assert shouty is not None and shouty.direct
 
 
 @pytest.mark.parametrize("name, fragment", [

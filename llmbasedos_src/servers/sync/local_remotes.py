@@ -83,7 +83,7 @@ def _folders(remotes: Mapping[str, Remote], name: str, path: str, seen: tuple[st
     remote = remotes.get(name)
     if remote is None:
         raise _Unchecked(f"it wraps {name!r}, which is not a remote of rclone.conf")
-    if remote.type == "local":
+    if remote.is_local:
         if remote.copy_links:
             raise _Unchecked(f"local remote {name!r} follows symlinks (copy_links)")
         if not path.startswith("/"):
@@ -111,7 +111,7 @@ def _folders(remotes: Mapping[str, Remote], name: str, path: str, seen: tuple[st
 def reach(remotes: Mapping[str, Remote], name: str, path: str) -> Reach | None:
     """How `name:path` reaches the local disk, or None when it never does."""
     remote = remotes[name]
-    if remote.type == "local":
+    if remote.is_local:
         return Reach(direct=True, folders=(), via="type local")
     try:
         folders = _folders(remotes, name, path, ())
@@ -138,7 +138,8 @@ def judge(remotes: Mapping[str, Remote], name: str, path: str, policy: LocalRemo
     if found is None:
         return Verdict(local=False)
     if found.problem is not None:
-        return Verdict(local=True, refused=f"remote {name!r} reaches the local disk in a way that cannot be "
+        # Counted as local: what cannot be checked is treated as the worst it could be.
+        return Verdict(local=True, refused=f"remote {name!r} may reach the local disk in a way that cannot be "
                                            f"checked ({found.problem}), so it is refused")
     if policy is LocalRemotes.REFUSE:
         return Verdict(local=True, refused=f"remote {name!r} reaches the local disk ({found.via}); such remotes "

@@ -47,6 +47,11 @@ class Remote:
     wraps: tuple[Wrapped, ...] = ()
     copy_links: bool = False  # a local remote that follows symlinks, wherever they point
 
+    @property
+    def is_local(self) -> bool:
+        """`type = local`, spelled in any case: reading it more widely than rclone can only refuse more."""
+        return self.type.strip().lower() == "local"
+
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "type": self.type}
 
@@ -58,7 +63,7 @@ def _upstreams(rtype: str, value: str) -> list[str]:
         items = [value]  # unbalanced quotes: kept whole, so it names no known remote and is refused
     out = []
     for item in items:
-        if rtype == "combine":
+        if rtype.lower() == "combine":
             # `dir=remote:path`: the '=' before any ':' separates the folder name the client sees.
             eq, colon = item.find("="), item.find(":")
             if eq != -1 and (colon == -1 or eq < colon):
@@ -76,9 +81,10 @@ def _remote(name: str, section: configparser.SectionProxy) -> Remote:
     # Any backend with these keys wraps another (alias, crypt, chunker, hasher, compress, cache, union,
     # combine, and whatever rclone adds later): reading them by key rather than by type misses none.
     if "remote" in section:
-        wraps.append(Wrapped(section["remote"].strip(), rtype in _PATH_KEEPING))
+        wraps.append(Wrapped(section["remote"].strip(), rtype.lower() in _PATH_KEEPING))
     if "upstreams" in section:
-        wraps.extend(Wrapped(u, rtype in _PATH_KEEPING) for u in _upstreams(rtype, section["upstreams"]))
+        keeps = rtype.lower() in _PATH_KEEPING
+        wraps.extend(Wrapped(u, keeps) for u in _upstreams(rtype, section["upstreams"]))
     copy_links = section.get("copy_links", fallback="").strip().lower() in _TRUE
     return Remote(name, rtype, tuple(wraps), copy_links)
 
