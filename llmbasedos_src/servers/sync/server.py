@@ -13,7 +13,7 @@ Configuration (besides the common `LLMBDO_*` settings):
 Job records live in `<data_dir>/sync/jobs.sqlite`, each job's rclone log in `<data_dir>/sync/logs/`.
 
 A job belongs to the client that started it (the caller the gateway forwards): listJobs, getJobStatus and
-stopJob show and touch only the caller's own jobs, and the owner's see all. Another client's job is "not
+stopJob show and touch only the caller's own jobs; the owner sees all. Another client's job is "not
 found", exactly like an id that never existed.
 """
 
