@@ -96,7 +96,7 @@ async def test_confined_local_remotes_stay_inside_the_virtual_root(senv: SyncEnv
     assert not (Path("/tmp") / name).exists() and not (Path("/etc") / name).exists()
 
 
-def test_bad_local_remotes_setting_stops_the_server_with_a_message(senv: SyncEnv) -> None:
-    with pytest.raises(Exception) as info:
-        start_process("sync", {**senv.env, "LLMBDO_SYNC_LOCAL_REMOTES": "allow"})
+def test_bad_local_remotes_setting_stops_the_server_with_a_message(senv: SyncEnv, start_server: Any) -> None:
+    with pytest.raises(Exception) as info:  # the fixture stops the server should it start all the same
+        start_server("sync", {**senv.env, "LLMBDO_SYNC_LOCAL_REMOTES": "allow"})
     assert "LLMBDO_SYNC_LOCAL_REMOTES must be 'refuse' or 'confine'" in str(info.value)
