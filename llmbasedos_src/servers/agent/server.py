@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...caller import Caller
 from ...mcp_server_framework import CallContext, MCPServer, method
 from ...protocol import errors
 from ...settings import Settings
@@ -35,16 +36,11 @@ from .workflow import Workflow, WorkflowLibrary
 
 __all__ = ["AgentServer"]
 
-_OWNER_NAME = "owner"  # reserved by the gateway for the owner's token
-
 
 def _who(ctx: CallContext) -> tuple[str | None, str | None, bool]:
-    """(client id, client name, is owner) of the call; a call without `caller` came on the owner's socket."""
-    caller = ctx.caller
-    if not isinstance(caller, dict) or not isinstance(caller.get("client_id"), str):
-        return None, None, True
-    name = caller.get("name") if isinstance(caller.get("name"), str) else None
-    return caller["client_id"], name, name == _OWNER_NAME
+    """(client id, client name, is owner) of the call (the rule is llmbasedos.caller's)."""
+    caller = Caller.of(ctx.caller)
+    return caller.client_id, caller.name, caller.is_owner
 
 
 class AgentServer(MCPServer):
