@@ -126,9 +126,6 @@ class Templater:
             self._pool = ThreadPoolExecutor(max_workers=_RENDER_THREADS, thread_name_prefix="agent-template")
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.render, value, context)
 
-    async def truthy_async(self, value: Any, context: Mapping[str, Any]) -> bool:
-        return bool(await self.render_async(value, context))
-
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         """`value` with every template evaluated; non-template values are returned as they are.
 
