@@ -79,8 +79,7 @@ def measure(value: Any, limit: int) -> int:
 
 
 class _Clock(threading.local):
-    deadline: float | None = None
-    seconds: float = 0.0
+    deadline: float | None = None  # in the thread's CPU time; None between renders
 
 
 class _Compiler(CodeGenerator):
@@ -127,7 +126,6 @@ class Sandbox(ImmutableSandboxedEnvironment):
         clock = self._clock
         if clock.deadline is not None:
             return render()  # nested: the outer render's clock runs
-        clock.seconds = self.max_seconds
         clock.deadline = time.thread_time() + self.max_seconds
         try:
             return render()
@@ -143,13 +141,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def check_time(self) -> None:
         deadline = self._clock.deadline
         if deadline is not None and time.thread_time() > deadline:
-            raise TooSlow(f"the template used more than {self._clock.seconds:g} s of CPU time")
+            raise TooSlow(f"the template used more than {self.max_seconds:g} s of CPU time")
 
     # -- size ----------------------------------------------------------------------------------------
 
     def bounded(self, value: Any, what: str) -> Any:
-        if measure(value, self.max_size) > self.max_size:
-            raise TooLarge(f"{what} would be larger than {self.max_size} characters or items")
+        """`value`, unless it is past the size bound (TooLarge, saying that `what` would be too large)."""
+        self._refuse_over(measure(value, self.max_size), what)
         return value
 
     def _refuse_over(self, predicted: int, what: str) -> None:
