@@ -153,6 +153,12 @@ class AgentStack:
                              text=True, check=True, timeout=60)
         return out.stdout.strip().splitlines()[-1]
 
+    def update_token(self, name: str, *args: str) -> None:
+        """`llmbasedos token update NAME ...` while the stack runs."""
+        subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "update", name, *args, "--state-dir",
+                        str(self.env.state)], env=self.env.env, capture_output=True, text=True, check=True,
+                       timeout=60)
+
     def write_workflow(self, name: str, text: str) -> None:
         (self.workflows / name).write_text(text.replace("{port}", str(self.http.port)), encoding="utf-8")
 

@@ -135,24 +135,19 @@ async def test_a_client_revoked_mid_run_stops_acting(stack: AgentStack) -> None:
     assert f"code {errors.UNAUTHORIZED}" in status["error"]
 
 
-def _token_update(stack: AgentStack, name: str, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "update", name, *args, "--state-dir",
-                    str(stack.env.state)], env=stack.env.env, capture_output=True, text=True, check=True, timeout=60)
-
-
 @pytest.mark.parametrize(("change", "code"), [(("--expires", "1s"), errors.UNAUTHORIZED),
                                               (("--allow", "mcp.agent.*"), errors.FORBIDDEN)])
 async def test_a_client_changed_mid_run_acts_with_its_new_rights(stack: AgentStack, change: tuple[str, ...],
                                                                  code: int) -> None:
     """`token update` during a run: an expiry stops it acting, a narrowed allowlist narrows what it may do."""
     name = f"changed{len(change[1])}"
-    token = _token_create(stack, name, "mcp.fs.read", "mcp.agent.*")
+    token = stack.create_token(name, "mcp.fs.read", "mcp.agent.*")
     stack.http.slow_started.clear()
     stack.http.release.clear()
     async with stack.client(token) as c:
         started = await c.call("mcp.agent.runWorkflow", {"workflow_id": "wait_then_read"})
         await wait_until(stack.http.slow_started.is_set, what="the run to reach its waiting step")
-    _token_update(stack, name, *change)
+    stack.update_token(name, *change)
 
     async def in_force() -> bool:  # the change as the gateway sees it, before the run goes on
         try:
