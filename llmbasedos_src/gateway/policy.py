@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from ..protocol.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
 from ..settings import Settings
 from .audit import AuditLog, load_or_create_key, read_tail
+from .audit_files import rotation_from_env
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
 from .limits import DAY_SECONDS, Limiter
 from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
@@ -184,6 +185,7 @@ class Policy:
         Raises TiersError for an invalid tiers file (the gateway must not start on a policy it cannot read).
         """
         tiers = load_tiers(tiers_path(settings.config_dir))
+        audit_max_bytes, audit_keep = rotation_from_env()
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = settings.data_dir / DB_NAME
         env_origins = os.environ.get("LLMBDO_ALLOWED_ORIGINS", "").strip()
@@ -201,7 +203,8 @@ class Policy:
             limiter = Limiter(db)
             undo.callback(limiter.close)
             audit = AuditLog(settings.log_dir / AUDIT_LOG_FILE,
-                             load_or_create_key(settings.data_dir / AUDIT_KEY_FILE), db)
+                             load_or_create_key(settings.data_dir / AUDIT_KEY_FILE), db,
+                             max_bytes=audit_max_bytes, keep=audit_keep)
             undo.callback(audit.close)
             policy = cls(tiers, settings.config_dir, tokens, limiter, audit, owner, owner_path, created, origins)
             undo.pop_all()
