@@ -36,6 +36,7 @@ from .audit import AuditLog, load_or_create_key, read_tail
 from .audit_files import rotation_from_env
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
 from .limits import DAY_SECONDS, Limiter
+from .refusals import RefusalCounter
 from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
 from .tokens import ClientRecord, TokenStore
 
@@ -51,6 +52,7 @@ _AUDIT_FLUSH_INTERVAL = 0.1  # audit lines reach the file within this
 _FLUSH_EVERY = 5  # ticks between writes of counters and the audit checkpoint to SQLite
 _WINDOWS_EVERY = 100  # ticks between writes of large rate windows (see Limiter.flush)
 _LICENCE_EVERY = 20  # ticks between checks for a new licence file, key or day
+_REFUSALS_EVERY = 10  # ticks between writes of the refusals counted since the last
 _MAX_FIELD = 200
 _LLM_PREFIX = "mcp.llm."  # methods that need llm_access as well as an allowed capability
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -174,6 +176,7 @@ class Policy:
         self._allowed: dict[tuple[ClientIdentity, str], bool] = {}
         self._licence_seen: tuple[Any, ...] = ()
         self._licence: LicenceStatus = self._evaluate_licence(self._licence_inputs())
+        self._refusals = RefusalCounter()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="policy-flush", daemon=True)
         self._flusher.start()
@@ -275,19 +278,29 @@ class Policy:
     def authenticate(self, token: str | None, *, transport: str, remote: str) -> ClientIdentity:
         """The client holding `token`; Unauthorized (audited) for a missing, unknown or revoked token."""
         if not token:
-            self._audit.append("auth", outcome="denied", reason="no token", transport=transport, remote=remote)
+            self._refused(reason="no token", transport=transport, remote=remote)
             raise Unauthorized("A token is required")
         record = self._tokens.lookup(token)
         if record is None:
-            self._audit.append("auth", outcome="denied", reason="unknown token", transport=transport, remote=remote)
+            self._refused(reason="unknown token", transport=transport, remote=remote)
             raise Unauthorized("Invalid token")
         if record.revoked is not None:
-            self._audit.append("auth", outcome="denied", reason="revoked token", client=record.id, name=record.name,
-                               transport=transport, remote=remote)
+            self._refused(reason="revoked token", client=record.id, name=record.name, transport=transport,
+                          remote=remote)
             raise Unauthorized("Invalid token")
         self._audit.append("auth", outcome="allowed", client=record.id, name=record.name, transport=transport,
                            remote=remote)
         return self._identity(record)
+
+    def _refused(self, **fields: Any) -> None:
+        """Audit a refused credential, at a bounded rate per remote address (see refusals.py)."""
+        if self._refusals.first(str(fields.get("remote", ""))):
+            self._audit.append("auth", outcome="denied", **fields)
+
+    def _audit_refusals(self, *, everything: bool = False) -> None:
+        for remote, count in self._refusals.due(everything=everything):
+            self._audit.append("auth", outcome="denied", remote=remote, refusals=count,
+                               reason=f"{count} refusals from {remote} in the last minute")
 
     def local_identity(self) -> ClientIdentity:
         return self._identity(self._owner)
@@ -342,6 +355,11 @@ class Policy:
             self._audit.append("authz", outcome="denied", client=client.client_id, name=client.name, method=method,
                                reason=f"not allowed for tier {client.tier}")
             raise Forbidden(f"{method} is not allowed for this client", {"method": method, "tier": client.tier})
+        self.limit(client, method)
+
+    def limit(self, client: ClientIdentity, method: str) -> None:
+        """Rate-limit and count one request, or raise RateLimited / QuotaExceeded (audited). `admit` does this
+        for calls; a request that needs no capability but costs a session (an MCP initialize) calls it alone."""
         rights = self._rights_of(client)
         try:
             self._limiter.admit(client.client_id, rights.rate, rights.window, rights.per_day)
@@ -436,6 +454,11 @@ class Policy:
         tick = 0
         while not self._stop.wait(_AUDIT_FLUSH_INTERVAL):
             tick += 1
+            if tick % _REFUSALS_EVERY == 0:
+                try:
+                    self._audit_refusals()
+                except Exception:
+                    log.exception("cannot audit the refusals counted")
             if tick % _LICENCE_EVERY == 0:
                 try:
                     self.reload_licence()
@@ -463,6 +486,7 @@ class Policy:
             return
         self._stop.set()
         self._flusher.join()
+        self._audit_refusals(everything=True)
         try:
             self._limiter.close()
         finally:
