@@ -182,3 +182,15 @@ def test_audit_verify_walks_every_rotated_file(state: Path, monkeypatch: pytest.
     assert f"BROKEN at line 3 of {rotated[0].name}" in broken and "MAC mismatch" in broken
     result = json.loads(run("audit", "verify", "--json", "--state-dir", str(state), check=1).stdout)
     assert result["file"] == str(rotated[0]) and result["line"] == 3
+
+
+def test_a_corrupt_database_is_one_message_not_a_traceback(state: Path) -> None:
+    Policy.load(settings_for(state)).close()
+    db = state / "data" / "gateway.db"
+    db.write_bytes(b"\x00garbage" * 1000)
+    for args in (["token", "list"], ["token", "create", "laptop"], ["token", "revoke", "laptop"],
+                 ["token", "owner"], ["audit", "verify"]):
+        done = run(*args, "--state-dir", str(state), check=2)
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert done.stderr.startswith(f"llmbasedos: the gateway database {db} is corrupt")
+        assert "move the file aside" in done.stderr
