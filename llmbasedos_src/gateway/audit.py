@@ -346,12 +346,13 @@ class AuditLog:
         out = self._pending
         dumps = orjson.dumps
         ts, ts_bytes = "", b""
-        base, limit = self._live_base, self._max_bytes
+        mac_head = MAC_HEAD
+        room = self._max_bytes - self._live_base  # bytes `_pending` may reach before the live file is full
         for item in unsealed:
-            if base + len(out) >= limit or len(item) == 2:
+            if len(out) >= room or len(item) == 2:
                 self._seq, self._prev = seq, prev
-                if base + len(out) >= limit:
-                    base = self._cut(out)
+                if len(out) >= room:
+                    room = self._max_bytes - self._cut(out)
                 if len(item) == 2:  # an entry: completed in place, serialised with its keys sorted
                     self._seal_entry(out, item[0], item[1])
                 seq, prev = self._seq, self._prev
@@ -375,11 +376,11 @@ class AuditLog:
             outer.update(inner.digest())
             prev = outer.hexdigest()
             prev_bytes = prev.encode()
-            out += MAC_HEAD
+            out += mac_head
             out += prev_bytes
             out += b'"}\n'
         self._seq, self._prev = seq, prev
-        self._live_base = base
+        self._live_base = self._max_bytes - room
 
     def _seal_entry(self, out: bytearray, entry: dict[str, Any], now: float) -> None:
         """Complete an entry in place with seq, ts and prev, and append its line to `out`."""
