@@ -48,6 +48,7 @@ from .audit_files import (
     GENESIS,
     MAC_HEAD,
     TRUNCATED_EVENT,
+    chain_files,
     rotated_files,
     rotated_name,
 )
@@ -135,33 +136,39 @@ def read_tail(path: Path, limit: int, keep: Callable[[dict[str, Any]], bool] | N
               max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
     """The newest `limit` entries that `keep` accepts, newest first, without their chain fields.
 
-    Read-only, for display (the status page): it reads backwards at most `max_bytes` of the log, skips lines
-    that do not parse, and checks no MAC (that is `verify`'s job). A missing log has no entries.
+    Read-only, for display (the status page): it reads backwards at most `max_bytes` of the log (into the
+    renamed files when the live one has too few), skips lines that do not parse, and checks no MAC (that is
+    `verify`'s job). A missing log has no entries.
     """
     out: list[dict[str, Any]] = []
-    try:
-        with open(path, "rb") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            start = max(0, end - max_bytes)
-            fh.seek(start)
-            data = fh.read(end - start)
-    except FileNotFoundError:
-        return out
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line read is probably cut
-    for raw in reversed(lines):
-        if len(out) >= limit:
+    budget = max_bytes
+    for file in reversed(chain_files(path)):
+        if len(out) >= limit or budget <= 0:
             break
         try:
-            entry = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            with open(file, "rb") as fh:
+                end = fh.seek(0, os.SEEK_END)
+                start = max(0, end - budget)
+                fh.seek(start)
+                data = fh.read(end - start)
+        except FileNotFoundError:  # renamed or dropped meanwhile
             continue
-        if not isinstance(entry, dict) or (keep is not None and not keep(entry)):
-            continue
-        entry.pop("mac", None)
-        entry.pop("prev", None)
-        out.append(entry)
+        budget -= len(data)
+        lines = data.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first line read is probably cut
+        for raw in reversed(lines):
+            if len(out) >= limit:
+                break
+            try:
+                entry = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict) or (keep is not None and not keep(entry)):
+                continue
+            entry.pop("mac", None)
+            entry.pop("prev", None)
+            out.append(entry)
     return out
 
 

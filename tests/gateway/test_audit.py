@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbasedos.gateway.audit import AuditLog, load_or_create_key, read_checkpoint, verify
+from llmbasedos.gateway.audit import AuditLog, load_or_create_key, read_checkpoint, read_tail, verify
 from llmbasedos.gateway.audit_files import rotation_from_env
 
 
@@ -359,3 +359,13 @@ def test_rotation_settings_are_checked(variable: str, value: str, monkeypatch: p
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=variable):
         rotation_from_env()
+
+
+def test_the_newest_entries_are_read_back_across_a_rotation(tmp: Path, key: bytes) -> None:
+    log = rotating(tmp, key, 100, keep=50)
+    log.close()
+    live = len(lines(tmp / "audit.jsonl"))
+    newest = read_tail(tmp / "audit.jsonl", live + 5)
+    seqs = [e["seq"] for e in newest]
+    assert len(seqs) == live + 5 and seqs == list(range(seqs[0], seqs[0] - live - 5, -1))
+    assert all("mac" not in e and "prev" not in e for e in newest)
