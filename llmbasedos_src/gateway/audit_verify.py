@@ -36,14 +36,29 @@ class VerifyResult:
 
 def _lines(files: list[Path]) -> Iterator[tuple[Path, int, bytes]]:
     for path in files:
-        with open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                yield path, lineno, raw
+        try:
+            with open(path, "rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    yield path, lineno, raw
+        except FileNotFoundError:  # dropped by a rotation since it was listed: the chain break says so
+            continue
 
 
 def verify(path: Path, key: bytes, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
-    """Check the whole chain of the log at `path`, its renamed files included; a missing log is an empty one."""
+    """Check the whole chain of the log at `path`, its renamed files included; a missing log is an empty one.
+
+    It may run while the gateway writes: when the files changed under it (a rotation) and it found a fault, it
+    checks the new set once more before reporting."""
     files = chain_files(path)
+    result = _verify_files(path, files, key, checkpoint)
+    if not result.ok:
+        again = chain_files(path)
+        if again != files:
+            result = _verify_files(path, again, key, checkpoint)
+    return result
+
+
+def _verify_files(path: Path, files: list[Path], key: bytes, checkpoint: tuple[int, str] | None) -> VerifyResult:
     prev: str | None = None  # None until the first entry, which anchors the chain
     last_seq = 0
     count = 0
