@@ -515,11 +515,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    from rich.markup import escape
-
     for name, message in data["faults"].items():
         # soft_wrap: the message holds paths and a command to copy, which must not be broken across lines.
         console.print(f"[red]{escape(name)} cannot start:[/] {escape(message)}", highlight=False, soft_wrap=True)

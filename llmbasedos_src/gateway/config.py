@@ -20,7 +20,9 @@ from pathlib import Path
 
 from ..settings import Settings
 
-__all__ = ["GatewayConfig", "ConfigError", "is_loopback"]
+__all__ = ["GatewayConfig", "ConfigError", "MCP_SESSIONS_PER_CLIENT", "is_loopback"]
+
+MCP_SESSIONS_PER_CLIENT = 32
 
 
 class ConfigError(ValueError):
@@ -48,7 +50,7 @@ class GatewayConfig:
     call_timeout: float = 120.0
     socket_path: Path | None = None  # None: <run dir>/gateway.sock
     ws_max_unread: int = 64 * 1024 * 1024
-    mcp_sessions_per_client: int = 32
+    mcp_sessions_per_client: int = MCP_SESSIONS_PER_CLIENT
 
     @classmethod
     def from_env(cls) -> GatewayConfig:

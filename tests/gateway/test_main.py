@@ -22,6 +22,9 @@ def _run(env: Env, **extra: str) -> subprocess.CompletedProcess[str]:
     ({"LLMBDO_GATEWAY_HOST": "0.0.0.0"}, "LLMBDO_GATEWAY_ALLOW_REMOTE"),
     ({"LLMBDO_GATEWAY_PORT": "eighty"}, "LLMBDO_GATEWAY_PORT"),
     ({"LLMBDO_CALL_TIMEOUT": "-1"}, "LLMBDO_CALL_TIMEOUT"),
+    ({"LLMBDO_MCP_SESSIONS_PER_CLIENT": "0"}, "LLMBDO_MCP_SESSIONS_PER_CLIENT"),
+    ({"LLMBDO_AUDIT_MAX_BYTES": "lots"}, "LLMBDO_AUDIT_MAX_BYTES"),
+    ({"LLMBDO_AUDIT_KEEP": "-2"}, "LLMBDO_AUDIT_KEEP"),
 ])
 def test_bad_settings_stop_the_gateway_with_a_message(env: Env, extra: dict[str, str], needle: str) -> None:
     done = _run(env, **extra)

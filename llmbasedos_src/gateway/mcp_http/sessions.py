@@ -13,13 +13,13 @@ import secrets
 import time
 from typing import Any
 
+from ..config import MCP_SESSIONS_PER_CLIENT
 from ..policy import ClientIdentity
 
-__all__ = ["McpSession", "SessionStore", "IDLE_TIMEOUT", "MAX_SESSIONS", "SESSIONS_PER_CLIENT"]
+__all__ = ["McpSession", "SessionStore", "IDLE_TIMEOUT", "MAX_SESSIONS"]
 
 IDLE_TIMEOUT = 3600.0  # seconds without a request before a session is forgotten
 MAX_SESSIONS = 10_000
-SESSIONS_PER_CLIENT = 32
 _STREAM_BACKLOG = 1000
 
 
@@ -61,7 +61,7 @@ class McpSession:
 
 class SessionStore:
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_sessions: int = MAX_SESSIONS,
-                 per_client: int = SESSIONS_PER_CLIENT) -> None:
+                 per_client: int = MCP_SESSIONS_PER_CLIENT) -> None:
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
         self.per_client = per_client
