@@ -38,6 +38,7 @@ from ..settings import Settings
 from . import audit, licence, tiers
 from .expiry import ExpiryError, describe_expiry, parse_expiry
 from .policy import AUDIT_KEY_FILE, AUDIT_LOG_FILE, DB_NAME, OWNER_TOKEN_FILE
+from .store_health import StoreCorrupt
 from .tokens import UNCHANGED, TokenError, TokenStore, write_secret_file
 
 __all__ = ["register"]
@@ -311,12 +312,25 @@ def _audit_verify(args: argparse.Namespace) -> int:
 # -- wiring
 
 
+def _store_checked(handler: Handler) -> Handler:
+    """The handler, with a corrupt database reported in the gateway's own words (exit 2), not as a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except StoreCorrupt as exc:
+            _err(str(exc))
+            return 2
+
+    return run
+
+
 def _add(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     # SUPPRESS: an absent option must not overwrite a --state-dir the main parser already parsed.
     parser.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="state directory (default: $LLMBDO_STATE_DIR)")
-    parser.set_defaults(func=handler)
+    parser.set_defaults(func=_store_checked(handler))
     return parser
 
 

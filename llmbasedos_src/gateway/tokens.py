@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .store_health import StoreCorrupt, check_usable, corrupt_error
+
 __all__ = [
     "ClientRecord",
     "OWNER_NAME",
@@ -89,15 +91,28 @@ class TokenError(ValueError):
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open the gateway database (created 0600 in a 0700 directory), WAL, usable from any thread."""
+    """Open the gateway database (created 0600 in a 0700 directory), WAL, usable from any thread.
+
+    Raises StoreCorrupt (store_health.py) when the file is not a sound SQLite database."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        check_usable(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        error = corrupt_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+    except StoreCorrupt:
+        conn.close()
+        raise
     return conn
 
 

@@ -204,3 +204,37 @@ def test_audit_verify_reports_the_first_broken_entry(state: Path) -> None:
     log.write_text("".join(lines[:4]))
     result = json.loads(run("audit", "verify", "--json", "--state-dir", str(state), check=1).stdout)
     assert result["ok"] is False and result["line"] == 5 and "tail was cut" in result["reason"]
+
+
+def test_audit_verify_walks_every_rotated_file(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMBDO_AUDIT_MAX_BYTES", "4096")
+    policy = Policy.load(settings_for(state))
+    client = policy.local_identity()
+    for _ in range(200):
+        policy.admit(client, "mcp.hello")
+        policy.record_call(client, "mcp.hello", "ok", 0.3)
+    policy.close()
+    rotated = sorted((state / "logs").glob("audit.jsonl.*"))
+    assert len(rotated) == 10  # LLMBDO_AUDIT_KEEP's default: the oldest were dropped
+    assert rotated[0].name != "audit.jsonl.000000000001"
+    ok = run("audit", "verify", "--state-dir", str(state)).stdout
+    assert f"in {len(rotated) + 1} files, chain intact" in ok
+
+    lines = rotated[0].read_text().splitlines(keepends=True)
+    rotated[0].write_text("".join([*lines[:2], lines[2].replace("0.3", "0.4"), *lines[3:]]))
+    broken = run("audit", "verify", "--state-dir", str(state), check=1).stdout
+    assert f"BROKEN at line 3 of {rotated[0].name}" in broken and "MAC mismatch" in broken
+    result = json.loads(run("audit", "verify", "--json", "--state-dir", str(state), check=1).stdout)
+    assert result["file"] == str(rotated[0]) and result["line"] == 3
+
+
+def test_a_corrupt_database_is_one_message_not_a_traceback(state: Path) -> None:
+    Policy.load(settings_for(state)).close()
+    db = state / "data" / "gateway.db"
+    db.write_bytes(b"\x00garbage" * 1000)
+    for args in (["token", "list"], ["token", "create", "laptop"], ["token", "revoke", "laptop"],
+                 ["token", "owner"], ["audit", "verify"]):
+        done = run(*args, "--state-dir", str(state), check=2)
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert done.stderr.startswith(f"llmbasedos: the gateway database {db} is corrupt")
+        assert "move the file aside" in done.stderr

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmbasedos.gateway.tokens import TOKEN_PREFIX, TokenError, TokenStore, hash_token
+from llmbasedos.gateway.store_health import StoreCorrupt
+from llmbasedos.gateway.tokens import TOKEN_PREFIX, TokenError, TokenStore, connect, hash_token
 
 
 @pytest.fixture
@@ -220,3 +221,30 @@ def test_an_expired_token_is_reported_as_such(store: TokenStore) -> None:
     found = store.lookup(token)
     assert found is not None and not found.expired() and found.expired(time.time() + 101)
     assert record.to_dict()["expires"] == record.expires
+
+
+def test_a_file_that_is_not_a_database_is_reported_as_corrupt(data_dir: Path) -> None:
+    path = data_dir / "gateway.db"
+    path.write_bytes(b"this is not SQLite at all\n" * 400)
+    with pytest.raises(StoreCorrupt) as caught:
+        TokenStore(path)
+    message = str(caught.value)
+    assert caught.value.path == path and str(path) in message
+    assert "move the file aside" in message and "token create" in message
+
+
+def test_damaged_pages_behind_a_sound_header_are_reported_as_corrupt(data_dir: Path) -> None:
+    path = data_dir / "gateway.db"
+    store = TokenStore(path)
+    for i in range(300):
+        store.create(f"client-{i}")
+    store.close()
+    size = path.stat().st_size
+    assert size > 4 * 4096 and not (data_dir / "gateway.db-wal").exists()
+    with open(path, "r+b") as fh:  # keep page 1 (header and schema), overwrite the table pages
+        fh.seek(2 * 4096)
+        fh.write(b"\xa5" * (size - 2 * 4096))
+    with pytest.raises(StoreCorrupt, match=r"gateway\.db is corrupt"):
+        connect(path)
+    with pytest.raises(StoreCorrupt):
+        TokenStore(path)

@@ -149,7 +149,7 @@ class McpDoor:
         self.gateway = gateway
         self.policy = gateway.policy
         self.service = McpService(gateway)
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(per_client=gateway.config.mcp_sessions_per_client)
         self.max_body = gateway.settings.max_frame
         self.loopback_only = is_loopback(gateway.config.host)
         self.closing = False
@@ -419,6 +419,12 @@ class McpDoor:
             await _send_json(send, 200, _error(rid, errors.InvalidParams("params.protocolVersion must be a string")))
             return
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        try:
+            # A session costs memory and may push out the client's oldest: it counts like a call.
+            self.policy.limit(client, "initialize")
+        except errors.RPCError as exc:
+            await _send_json(send, 200, _error(rid, exc))
+            return
         session = self.sessions.create(client, version)
         answer = {"jsonrpc": "2.0", "id": rid, "result": self.service.initialize_result(version)}
         extra = [(b"mcp-session-id", session.id.encode())]
