@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .faults import clear_fault, read_faults
 from .programs import PROGRAMS, Program, available_programs, get_program, module_exists, shipped_programs
 from .settings import default_state_dir
 from .supervisor_config import ConfigError, Layout, render
@@ -350,7 +351,10 @@ def _wait_ready(layout: Layout, programs: list[Program], timeout: float) -> None
             infos = {p["name"]: p for p in sup.processes()}
         except (SupervisorDown, xmlrpc.client.Fault) as exc:
             raise CLIError(f"supervisord stopped answering while the programs started: {exc}") from None
+        faults = read_faults(layout.run_dir)
         for name, program in list(pending.items()):
+            if name in faults:  # it stopped on a fault a restart cannot mend: say why at once
+                raise CLIError(f"{name} cannot start: {faults[name]['message']}")
             info = infos.get(name, {})
             state = info.get("statename", "UNKNOWN")
             if info.get("pid"):
@@ -425,6 +429,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         if user_files is None:
             layout.virtual_root.mkdir(mode=0o700, exist_ok=True)
         _stop(layout)  # leftovers of a run that crashed: stray programs, cap files
+        for program in programs:  # the faults of an earlier run are for this one to find again, or not
+            clear_fault(layout.run_dir, program.name)
         atomic_write_text(layout.config_path, render(layout, programs), 0o600)
         atomic_write_text(layout.run_dir / _STATE_FILE, json.dumps({
             "gateway_url": _gateway_url(layout),
@@ -476,6 +482,8 @@ def status_of(state_dir: Path) -> dict[str, Any]:
         "user_files": str(layout.virtual_root),
         "services": {},
         "programs": {},
+        # Why a program stopped for good (faults.py); kept after `up` gave up and stopped everything.
+        "faults": {name: report["message"] for name, report in read_faults(layout.run_dir).items()},
     }
     try:
         infos = sup.processes()
@@ -507,9 +515,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
+    for name, message in data["faults"].items():
+        # soft_wrap: the message holds paths and a command to copy, which must not be broken across lines.
+        console.print(f"[red]{escape(name)} cannot start:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if not data["running"]:
         console.print(f"llmbasedos is not running (state dir {data['state_dir']}).")
         return 0

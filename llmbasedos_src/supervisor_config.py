@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .faults import EXIT_NO_RETRY
 from .programs import PROGRAMS, Program, shipped_programs
 
 __all__ = [
@@ -261,7 +262,9 @@ def render(layout: Layout, programs: Iterable[Program]) -> str:
             "environment": ",".join(f"{k}={_env_value(val, k)}" for k, val in env.items()),
             "priority": program.priority,
             "autostart": True,
-            "autorestart": True,
+            # Restarted whenever it ends, except with EXIT_NO_RETRY: a fault a restart cannot mend (faults.py).
+            "autorestart": "unexpected",
+            "exitcodes": EXIT_NO_RETRY,
             # A program counts as started after 1 s up; a crash before that is retried with a growing
             # backoff (1 s, 2 s, 3 s) and gives up as FATAL, which `llmbasedos up` reports.
             "startsecs": 1,

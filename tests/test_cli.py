@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from llmbasedos.programs import get_program
+from llmbasedos.supervisor_config import Layout, render
 
 SECRET = "lbd-test-secret-6f1d2a"
 
@@ -195,3 +197,67 @@ def test_a_program_that_cannot_start_is_named_with_its_log(state_dir: Path) -> N
     # Nothing is left half-started.
     assert processes_of(state_dir) == []
     assert status(state_dir)["running"] is False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _corrupt_database(state_dir: Path) -> Path:
+    db = state_dir / "data" / "gateway.db"
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db.write_bytes(b"not a database " * 1000)
+    return db
+
+
+@pytest.mark.skipif(not get_program("gateway").available(), reason="the gateway is not installed")
+def test_a_corrupt_database_leaves_the_gateway_stopped_under_supervisord(state_dir: Path) -> None:
+    """The container's way: supervisord alone, no `up` to stop it. It gives up on the gateway instead of
+    restarting it without end, the log says why once, and status and the admin commands say the same."""
+    layout = Layout.for_state_dir(state_dir, gateway_port=_free_port())
+    for path in (layout.run_dir, layout.log_dir, layout.config_dir):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = _corrupt_database(state_dir)
+    layout.config_path.write_text(render(layout, [get_program("gateway")]), encoding="utf-8")
+    started = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.config_path)],
+                             env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert started.returncode == 0, started.stderr
+
+    def gave_up() -> bool:
+        return status(state_dir)["services"].get("gateway") in ("FATAL", "EXITED")
+
+    assert wait_for(gave_up, 60), status(state_dir)
+    data = status(state_dir)
+    info = data["programs"]["gateway"]
+    # FATAL: it failed while starting, tried again as startretries says; EXITED (78, expected): a start slower
+    # than startsecs. Both are final: supervisord does not start it again.
+    assert info["state"] == "FATAL" or "exit status 78" in info["description"], info
+    log = layout.program_log("gateway").read_text(encoding="utf-8")
+    assert log.count("refusing to start") == 1 and "Traceback" not in log
+    message = data["faults"]["gateway"]
+    assert message.startswith(f"the gateway database {db} is corrupt") and message in log
+
+    text = cli("status", "--state-dir", str(state_dir))
+    assert text.returncode == 0 and f"gateway cannot start: {message}" in text.stdout
+    listing = cli("token", "list", "--state-dir", str(state_dir))
+    assert listing.returncode == 2 and listing.stderr.strip() == f"llmbasedos: {message}"
+
+
+@needs_fs
+def test_up_on_a_corrupt_database_says_why_and_how_to_recover(state_dir: Path) -> None:
+    db = _corrupt_database(state_dir)
+    up = cli("up", "--state-dir", str(state_dir), "--port", "0")
+    assert up.returncode == 1
+    assert f"gateway cannot start: the gateway database {db} is corrupt" in up.stderr
+    assert "Traceback" not in up.stderr
+    assert processes_of(state_dir) == []
+    data = status(state_dir)
+    assert data["running"] is False and "move the file aside" in data["faults"]["gateway"]
+
+    db.rename(db.with_name("gateway.db.corrupt"))
+    up = cli("up", "--state-dir", str(state_dir), "--port", "0")
+    assert up.returncode == 0, up.stdout + up.stderr
+    data = status(state_dir)
+    assert data["services"]["gateway"] == "RUNNING" and data["faults"] == {}

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from supervisor.datatypes import RestartWhenExitUnexpected
 from supervisor.options import ServerOptions
 
+from llmbasedos.faults import EXIT_NO_RETRY
 from llmbasedos.programs import PROGRAMS, CapFileReady, Program, get_program, shipped_programs
 from llmbasedos.supervisor_config import (
     CONTAINER_USER,
@@ -90,6 +92,8 @@ def test_bare_host_configuration_reads_back_in_supervisor(state_dir: Path) -> No
         assert pc.stopasgroup is True and pc.killasgroup is True
         assert pc.stopsignal == 15 and pc.stopwaitsecs >= 10
         assert pc.autostart is True and pc.startretries >= 1 and pc.startsecs >= 1
+        # Restarted on any end but the one that says a restart cannot help (faults.EXIT_NO_RETRY).
+        assert pc.autorestart is RestartWhenExitUnexpected and pc.exitcodes == [EXIT_NO_RETRY]
         assert pc.uid is None  # the bare host runs programs as the user who ran `llmbasedos up`
     assert configs["gateway"].environment["X_PORT"] == "8123"
     assert configs["fs"].priority < configs["gateway"].priority

@@ -1,4 +1,9 @@
-"""`python -m llmbasedos.gateway`: serve the gateway with uvicorn (uvloop + httptools)."""
+"""`python -m llmbasedos.gateway`: serve the gateway with uvicorn (uvloop + httptools).
+
+The settings and the policy's state are read before the web stack is even imported, so a start that must fail
+fails within a fraction of a second: supervisord then counts it as a failed start, not as a crash of a running
+program. A corrupt database ends it with `faults.EXIT_NO_RETRY` (see faults.py and store_health.py).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,12 @@ import logging
 import socket
 import sys
 
-import uvicorn
-
+from ..faults import EXIT_NO_RETRY, clear_fault, record_fault
 from ..logs import setup_logging
-from ..mcp_server_framework import freeze_startup_heap
 from ..settings import Settings
-from . import native
-from .app import create_app
 from .config import ConfigError, GatewayConfig
-from .http_protocol import CorkedHttpToolsProtocol
 from .policy import Policy
-from .ws_protocol import DirectWebSocketProtocol
+from .store_health import StoreCorrupt
 
 log = logging.getLogger("llmbasedos.gateway")
 
@@ -43,9 +43,26 @@ def main() -> None:
         raise SystemExit(2) from None
     try:
         policy = Policy.load(settings)
+    except StoreCorrupt as exc:
+        if record_fault(settings.run_dir, "gateway", str(exc), exc.path):
+            log.error("refusing to start: %s", exc)
+        raise SystemExit(EXIT_NO_RETRY) from None
     except Exception as exc:  # a bad licence or tiers file: say which and stop, no traceback
         log.error("refusing to start: %s", exc)
         raise SystemExit(2) from None
+    clear_fault(settings.run_dir, "gateway")
+    _serve(settings, config, policy)
+
+
+def _serve(settings: Settings, config: GatewayConfig, policy: Policy) -> None:
+    # The web stack is imported only once the state is known to be usable (see the module docstring).
+    import uvicorn
+
+    from ..mcp_server_framework import freeze_startup_heap
+    from . import native
+    from .app import create_app
+    from .http_protocol import CorkedHttpToolsProtocol
+    from .ws_protocol import DirectWebSocketProtocol
     try:
         sock = _bind(config.host, config.port)
     except OSError as exc:

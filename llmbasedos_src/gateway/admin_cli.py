@@ -4,7 +4,9 @@
 arguments and returning the exit code (0 success, 1 a negative answer such as an invalid licence or a broken
 audit chain, 2 bad input or unusable state). They work while the gateway runs: state is shared through SQLite.
 
-    llmbasedos token create NAME [--tier T] [--allow PATTERN ...]   prints the new token (only time it is shown)
+    llmbasedos token create NAME [--tier T] [--allow PATTERN ...] [--expires WHEN]
+                                                                    prints the new token (only time it is shown)
+    llmbasedos token update NAME|ID [--tier T|--no-tier] [--allow PATTERN ...] [--expires WHEN|--no-expiry]
     llmbasedos token list [--json]                                  never shows tokens or hashes
     llmbasedos token revoke NAME|ID
     llmbasedos token owner                                          prints the owner token (creates it if needed)
@@ -13,7 +15,9 @@ audit chain, 2 bad input or unusable state). They work while the gateway runs: s
     llmbasedos licence inspect [FILE] [--pubkey PEM]
     llmbasedos audit verify
 
-Every one takes `--state-dir DIR` (as `LLMBDO_STATE_DIR`).
+Every one takes `--state-dir DIR` (as `LLMBDO_STATE_DIR`). WHEN is a duration (30d, 12h, 45m, 90s, 2w) or an ISO
+date (valid through that day, UTC) or date/time. A running gateway applies revocations, updates and expiries
+to the connections already open within about a second.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from typing import Any
 from ..mcp_server_framework import atomic_write_text
 from ..settings import Settings
 from . import audit, licence, tiers
+from .expiry import ExpiryError, describe_expiry, parse_expiry
 from .policy import AUDIT_KEY_FILE, AUDIT_LOG_FILE, DB_NAME, OWNER_TOKEN_FILE
-from .tokens import TokenError, TokenStore, write_secret_file
+from .store_health import StoreCorrupt
+from .tokens import UNCHANGED, TokenError, TokenStore, write_secret_file
 
 __all__ = ["register"]
 
@@ -80,29 +86,41 @@ def _validated_patterns(patterns: list[str]) -> list[str]:
 # -- token
 
 
-def _token_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _check_tier(settings: Settings, tier: str | None) -> None:
     try:
         table = tiers.load_tiers(tiers.tiers_path(settings.config_dir))
     except tiers.TiersError as exc:
-        _err(str(exc))
-        return 2
-    if args.tier is not None and args.tier not in table:
-        _err(f"unknown tier {args.tier!r} (known: {', '.join(table.names())})")
-        return 2
+        raise TokenError(str(exc)) from None
+    if tier is not None and tier not in table:
+        raise TokenError(f"unknown tier {tier!r} (known: {', '.join(table.names())})")
+
+
+def _expiry(text: str | None) -> float | None:
+    if text is None:
+        return None
     try:
+        return parse_expiry(text)
+    except ExpiryError as exc:
+        raise TokenError(str(exc)) from None
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        _check_tier(settings, args.tier)
         allow = _validated_patterns(args.allow or ["*"])
+        expires = _expiry(args.expires)
         store = _store(settings)
         try:
-            record, token = store.create(args.name, args.tier, allow)
+            record, token = store.create(args.name, args.tier, allow, expires)
         finally:
             store.close()
     except TokenError as exc:
         _err(str(exc))
         return 2
     tier = f"tier {record.tier}" if record.tier else "the licence's tier"
-    print(f"Created client {record.name} ({record.id}) with {tier}, allowed: {' '.join(record.allow)}.",
-          file=sys.stderr)
+    print(f"Created client {record.name} ({record.id}) with {tier}, allowed: {' '.join(record.allow)}, "
+          f"expires: {describe_expiry(record.expires)}.", file=sys.stderr)
     print("This is the only time the token is shown:", file=sys.stderr)
     print(token)
     return 0
@@ -120,11 +138,12 @@ def _token_list(args: argparse.Namespace) -> int:
     if not records:
         print("No clients.")
         return 0
-    rows = [("ID", "NAME", "TIER", "ALLOW", "CREATED", "STATE")]
+    rows = [("ID", "NAME", "TIER", "ALLOW", "CREATED", "EXPIRES", "STATE")]
     for r in records:
         created = dt.datetime.fromtimestamp(r.created, dt.UTC).strftime("%Y-%m-%d %H:%M")
-        state = "owner" if r.is_owner else ("active" if r.active else "revoked")
-        rows.append((r.id, r.name, r.tier or "(licence)", ",".join(r.allow), created, state))
+        state = "owner" if r.is_owner else ("revoked" if not r.active else "expired" if r.expired() else "active")
+        rows.append((r.id, r.name, r.tier or "(licence)", ",".join(r.allow), created, describe_expiry(r.expires),
+                     state))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -141,6 +160,36 @@ def _token_revoke(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"Revoked client {record.name} ({record.id}).")
+    return 0
+
+
+def _token_update(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        if args.tier is not None and args.no_tier:
+            raise TokenError("give --tier or --no-tier, not both")
+        if args.expires is not None and args.no_expiry:
+            raise TokenError("give --expires or --no-expiry, not both")
+        if args.tier is None and not args.no_tier and args.allow is None and args.expires is None \
+                and not args.no_expiry:
+            raise TokenError("nothing to change: give --tier, --no-tier, --allow, --expires or --no-expiry")
+        _check_tier(settings, args.tier)
+        changes: dict[str, Any] = {
+            "tier": None if args.no_tier else args.tier if args.tier is not None else UNCHANGED,
+            "allow": _validated_patterns(args.allow) if args.allow is not None else UNCHANGED,
+            "expires": None if args.no_expiry else _expiry(args.expires) if args.expires is not None else UNCHANGED,
+        }
+        store = _store(settings)
+        try:
+            record = store.update(args.client, **changes)
+        finally:
+            store.close()
+    except TokenError as exc:
+        _err(str(exc))
+        return 2
+    tier = f"tier {record.tier}" if record.tier else "the licence's tier"
+    print(f"Updated client {record.name} ({record.id}): {tier}, allowed: {' '.join(record.allow)}, "
+          f"expires: {describe_expiry(record.expires)}.")
     return 0
 
 
@@ -263,12 +312,25 @@ def _audit_verify(args: argparse.Namespace) -> int:
 # -- wiring
 
 
+def _store_checked(handler: Handler) -> Handler:
+    """The handler, with a corrupt database reported in the gateway's own words (exit 2), not as a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except StoreCorrupt as exc:
+            _err(str(exc))
+            return 2
+
+    return run
+
+
 def _add(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     # SUPPRESS: an absent option must not overwrite a --state-dir the main parser already parsed.
     parser.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="state directory (default: $LLMBDO_STATE_DIR)")
-    parser.set_defaults(func=handler)
+    parser.set_defaults(func=_store_checked(handler))
     return parser
 
 
@@ -286,12 +348,24 @@ def register(subparsers: Any) -> None:
     token = subparsers.add_parser("token", help="create, list and revoke client tokens",
                                   description="Client tokens for the gateway's TCP doors.")
     token.set_defaults(func=_needs_subcommand(token))
-    tsub = token.add_subparsers(dest="token_command", metavar="{create,list,revoke,owner}")
+    tsub = token.add_subparsers(dest="token_command", metavar="{create,update,list,revoke,owner}")
+    expires_help = ("when the token stops working: a duration (30d, 12h, 45m, 90s, 2w) or an ISO date (valid "
+                    "through that day, UTC) or date/time")
+    allow_help = ("capabilities the client may call: mcp.x.y, mcp.x.* or *; admin.read also shows it the whole "
+                  "status, metrics and audit")
     p = _add(tsub, "create", _token_create, "create a client and print its token once")
     p.add_argument("name", help="client name (letters, digits, _ . @ -)")
     p.add_argument("--tier", help="the client's tier (default: the licence's tier)")
-    p.add_argument("--allow", nargs="+", metavar="PATTERN",
-                   help="capabilities the client may call: mcp.x.y, mcp.x.* or * (default: * within its tier)")
+    p.add_argument("--allow", nargs="+", metavar="PATTERN", help=allow_help + " (default: * within its tier)")
+    p.add_argument("--expires", metavar="WHEN", help=expires_help + " (default: never)")
+    p = _add(tsub, "update", _token_update,
+             "change a client's tier, allowlist or expiry in place; open connections follow at once")
+    p.add_argument("client", metavar="NAME|ID")
+    p.add_argument("--tier", help="the client's new tier")
+    p.add_argument("--no-tier", action="store_true", help="follow the licence's tier again")
+    p.add_argument("--allow", nargs="+", metavar="PATTERN", help=allow_help + " (replaces the list)")
+    p.add_argument("--expires", metavar="WHEN", help=expires_help)
+    p.add_argument("--no-expiry", action="store_true", help="never expire")
     p = _add(tsub, "list", _token_list, "list clients (never their tokens)")
     p.add_argument("--all", action=argparse.BooleanOptionalAction, default=True,
                    help="include revoked clients (default: yes)")

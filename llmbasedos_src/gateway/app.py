@@ -20,9 +20,11 @@ from .auth import bearer_token, install_token_redactor, refusal_response, remote
 from .config import GatewayConfig
 from .mcp_http import McpHttpEndpoint
 from .mcp_http.transport import PATH as MCP_PATH
+from .metrics import render_usage
 from .policy import ClientIdentity, Policy
 from .runtime import VERSION, Gateway
 from .ui import install_ui
+from .visibility import reads_everything
 from .ws import ws_endpoint
 
 __all__ = ["create_app", "ENDPOINT_FILE"]
@@ -49,7 +51,7 @@ async def status(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     gateway: Gateway = request.app.state.gateway
-    return JSONResponse(gateway.status())
+    return JSONResponse(gateway.status(who))
 
 
 async def metrics(request: Request) -> Response:
@@ -57,7 +59,15 @@ async def metrics(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     gateway: Gateway = request.app.state.gateway
-    return PlainTextResponse(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    try:
+        usage = gateway.policy.usage()
+    except Exception:
+        usage = {}
+    if reads_everything(who):
+        text = gateway.metrics.render() + render_usage(usage)
+    else:  # the gateway's counters are everybody's calls: a client sees only its own use
+        text = render_usage({cid: use for cid, use in usage.items() if cid == who.client_id})
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 class _GatewayApp(FastAPI):

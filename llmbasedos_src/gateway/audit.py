@@ -6,15 +6,19 @@ created on first start). An entry looks like
     {"event":"call","client":"c_1a2b","name":"laptop","method":"mcp.fs.read","outcome":"ok",
      "duration_ms":1.2,"seq":42,"ts":"2026-11-22T02:53:35.123Z","prev":"<mac of entry 41>","mac":"<hex>"}
 
-where `mac` = HMAC-SHA256(key, compact JSON of the entry without `mac`, keys sorted). The first entry's `prev`
-is 64 zeros. Editing an entry breaks its MAC; deleting, inserting or moving one breaks the sequence numbers or
-the chain. Cutting the tail leaves a valid chain, so the last sequence number and MAC are also kept in the
-gateway database (`audit_state`, written every half second and at close): the log must reach them. A gateway
-that starts on a log shorter than that record writes an `audit.truncated` entry, which verification reports.
+where `mac` = HMAC-SHA256(key, the line's bytes without its `mac` member: the entry's compact JSON, keys
+sorted, as written). The first entry's `prev` is 64 zeros. Editing an entry breaks its MAC; deleting,
+inserting or moving one breaks the sequence numbers or the chain. Cutting the tail leaves a valid chain, so
+the last sequence number and MAC are also kept in the gateway database (`audit_state`, written every half
+second and at close): the log must reach them. A gateway that starts on a log shorter than that record writes
+an `audit.truncated` entry, which verification reports.
 
 Entries are sealed (numbered, timed, chained, MACed) in batches of up to 64 and written in batches, whole
 lines only: at the latest 0.1 s after they are made (the policy's flusher, in its own thread: the file is
 written outside the lock that calls take to queue their entries), once 1 MiB is waiting, and at close.
+
+The log rotates by size, the chain going on across files, and `verify` walks every kept file: see
+audit_files.py for the file names, the line format and the settings (LLMBDO_AUDIT_MAX_BYTES, LLMBDO_AUDIT_KEEP).
 
 Entries carry ids, names, methods, outcomes, reasons and durations only: never tokens, keys, passwords,
 file contents or prompts. Callers pass only such fields; strings are cut to a few hundred characters.
@@ -24,24 +28,36 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import logging
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .audit_files import (
+    CONTINUED_EVENT,
+    DEFAULT_KEEP,
+    DEFAULT_MAX_BYTES,
+    GENESIS,
+    MAC_HEAD,
+    TRUNCATED_EVENT,
+    chain_files,
+    rotated_files,
+    rotated_name,
+)
+from .audit_verify import VerifyResult, verify
 from .tokens import connect, write_secret_file
 
 __all__ = [
     "AuditLog",
+    "CONTINUED_EVENT",
     "GENESIS",
     "TRUNCATED_EVENT",
     "VerifyResult",
@@ -54,8 +70,6 @@ __all__ = [
 
 log = logging.getLogger("llmbasedos.gateway.audit")
 
-GENESIS = "0" * 64
-TRUNCATED_EVENT = "audit.truncated"
 _MAX_STR = 300
 _TAIL_READ = 1 << 16
 _BATCH_BYTES = 1 << 20  # sealed lines the log holds before a writer flushes them without waiting for the flusher
@@ -93,10 +107,6 @@ def load_or_create_key(path: Path) -> bytes:
     return load_key(path)
 
 
-def _mac(key: bytes, entry: dict[str, Any]) -> str:
-    return hmac.digest(key, orjson.dumps(entry, option=orjson.OPT_SORT_KEYS), "sha256").hex()
-
-
 def _hmac_pads(key: bytes) -> tuple[Any, Any]:
     """SHA-256 states after the HMAC inner and outer padded keys (RFC 2104), to be copied per entry: the
     same MAC as `hmac` computes, at half the cost of copying an `hmac` object (its wrapper is Python)."""
@@ -107,17 +117,18 @@ def _hmac_pads(key: bytes) -> tuple[Any, Any]:
 
 
 def read_checkpoint(db_path: Path) -> tuple[int, str] | None:
-    """The last (seq, mac) the gateway recorded, or None (no database or nothing recorded yet)."""
+    """The last (seq, mac) the gateway recorded, or None (no database or nothing recorded yet).
+
+    Raises StoreCorrupt (see tokens.connect) when the database is not a usable SQLite file."""
     if not db_path.exists():
         return None
+    conn = connect(db_path)
     try:
-        conn = sqlite3.connect(db_path, timeout=10.0)
-        try:
-            row = conn.execute("SELECT seq, mac FROM audit_state WHERE id = 1").fetchone()
-        finally:
-            conn.close()
+        row = conn.execute("SELECT seq, mac FROM audit_state WHERE id = 1").fetchone()
     except sqlite3.OperationalError:  # no such table: the gateway never wrote a checkpoint
         return None
+    finally:
+        conn.close()
     return (int(row[0]), str(row[1])) if row else None
 
 
@@ -125,33 +136,39 @@ def read_tail(path: Path, limit: int, keep: Callable[[dict[str, Any]], bool] | N
               max_bytes: int = 1 << 20) -> list[dict[str, Any]]:
     """The newest `limit` entries that `keep` accepts, newest first, without their chain fields.
 
-    Read-only, for display (the status page): it reads backwards at most `max_bytes` of the log, skips lines
-    that do not parse, and checks no MAC (that is `verify`'s job). A missing log has no entries.
+    Read-only, for display (the status page): it reads backwards at most `max_bytes` of the log (into the
+    renamed files when the live one has too few), skips lines that do not parse, and checks no MAC (that is
+    `verify`'s job). A missing log has no entries.
     """
     out: list[dict[str, Any]] = []
-    try:
-        with open(path, "rb") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            start = max(0, end - max_bytes)
-            fh.seek(start)
-            data = fh.read(end - start)
-    except FileNotFoundError:
-        return out
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first line read is probably cut
-    for raw in reversed(lines):
-        if len(out) >= limit:
+    budget = max_bytes
+    for file in reversed(chain_files(path)):
+        if len(out) >= limit or budget <= 0:
             break
         try:
-            entry = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            with open(file, "rb") as fh:
+                end = fh.seek(0, os.SEEK_END)
+                start = max(0, end - budget)
+                fh.seek(start)
+                data = fh.read(end - start)
+        except FileNotFoundError:  # renamed or dropped meanwhile
             continue
-        if not isinstance(entry, dict) or (keep is not None and not keep(entry)):
-            continue
-        entry.pop("mac", None)
-        entry.pop("prev", None)
-        out.append(entry)
+        budget -= len(data)
+        lines = data.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first line read is probably cut
+        for raw in reversed(lines):
+            if len(out) >= limit:
+                break
+            try:
+                entry = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict) or (keep is not None and not keep(entry)):
+                continue
+            entry.pop("mac", None)
+            entry.pop("prev", None)
+            out.append(entry)
     return out
 
 
@@ -163,28 +180,78 @@ def _clip(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _Resumed:
+    """Where an existing log left off."""
+
+    seq: int
+    mac: str
+    needs_newline: bool  # the live file ends mid-line
+    live_first: int | None  # seq of the live file's first entry (None: no entry in it)
+    live_size: int
+    previous_file: str | None  # the newest renamed file, when there is one
+
+
+def _tail_entry(path: Path) -> tuple[tuple[int, str] | None, bool, int]:
+    """((seq, mac) of the last entry, whether the file ends mid-line, size) of one file of the log."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - _TAIL_READ))
+            tail = fh.read()
+    except FileNotFoundError:
+        return None, False, 0
+    needs_newline = bool(tail) and not tail.endswith(b"\n")
+    for raw in reversed(tail.splitlines()):
+        try:
+            entry = orjson.loads(raw)
+            return (int(entry["seq"]), str(entry["mac"])), needs_newline, size
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return None, needs_newline, size
+
+
+def _first_seq(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            entry = orjson.loads(fh.readline(_TAIL_READ))
+        return int(entry["seq"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class AuditLog:
     """Appends chained entries. Thread-safe; one writer process per log (the gateway)."""
 
-    def __init__(self, path: Path, key: bytes, db_path: Path | None = None) -> None:
+    def __init__(self, path: Path, key: bytes, db_path: Path | None = None, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> None:
         self.path = path
         self._pads = _hmac_pads(key)
+        self._max_bytes = max_bytes
+        self._keep = keep
         self._lock = threading.Lock()  # the chain: what is queued, sealed and pending
         # The file, taken before `_lock` when both are: a write to disk never holds up the calls that queue
         # entries meanwhile, and writes reach the file in chain order.
         self._file_lock = threading.Lock()
-        self._seq, self._prev, needs_newline = self._resume(path)
+        resumed = self._resume(path)
+        self._seq, self._prev = resumed.seq, resumed.mac
+        self._live_first = resumed.live_first or self._seq + 1
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._fh = os.fdopen(fd, "ab", buffering=0)
-        if needs_newline:  # a crash cut the last line: keep it (verify reports it) and start a fresh one
+        # The live file's size is `_live_base + len(_pending)`: one addition per entry tells when to rotate.
+        self._live_base = resumed.live_size
+        if resumed.needs_newline:  # a crash cut the last line: keep it (verify reports it) and start a fresh one
             self._fh.write(b"\n")
+            self._live_base += 1
         # Lines wait here until flush() (every 0.1 s from the policy) or until a batch is full: one write
         # per batch instead of one per call, and the file only ever receives whole lines.
         # In chain order: (entry, time), or for a call (client, name, method, outcome, duration_ms, time).
         self._unsealed: list[tuple[Any, ...]] = []
         self._call_parts: dict[tuple[str, str, str, str], tuple[bytes, bytes]] = {}
         self._pending = bytearray()  # sealed lines
+        # Where a new file starts in `_pending`: (offset, first seq of the file that ends there).
+        self._cuts: list[tuple[int, int]] = []
         self._written = (self._seq, self._prev)
         self._second = -1
         self._second_text = ""
@@ -192,6 +259,10 @@ class AuditLog:
         self._ms_text = ""
         self._conn: sqlite3.Connection | None = None
         self._saved: tuple[int, str] | None = None
+        if resumed.live_first is None and self._seq > 0:
+            # A fresh live file in the middle of the chain (a crash between a rename and the first write):
+            # it starts like any rotated file, so it can anchor `verify` once the files before it are gone.
+            self.append(CONTINUED_EVENT, previous_file=resumed.previous_file)
         if db_path is not None:
             self._conn = connect(db_path)
             self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
@@ -205,24 +276,15 @@ class AuditLog:
             self.checkpoint()
 
     @staticmethod
-    def _resume(path: Path) -> tuple[int, str, bool]:
-        """(last seq, last mac, whether the file ends mid-line) of an existing log."""
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - _TAIL_READ))
-                tail = fh.read()
-        except FileNotFoundError:
-            return 0, GENESIS, False
-        needs_newline = bool(tail) and not tail.endswith(b"\n")
-        for raw in reversed(tail.splitlines()):
-            try:
-                entry = orjson.loads(raw)
-                return int(entry["seq"]), str(entry["mac"]), needs_newline
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-        return 0, GENESIS, needs_newline
+    def _resume(path: Path) -> _Resumed:
+        last, needs_newline, size = _tail_entry(path)
+        rotated = rotated_files(path)
+        previous = rotated[-1][1] if rotated else None
+        live_first = _first_seq(path) if last is not None else None
+        if last is None and previous is not None:  # the chain ends in the newest renamed file
+            last = _tail_entry(previous)[0]
+        seq, mac = last if last is not None else (0, GENESIS)
+        return _Resumed(seq, mac, needs_newline, live_first, size, previous.name if previous else None)
 
     def _timestamp(self, now: float) -> str:
         ms = int(now * 1000)
@@ -291,36 +353,69 @@ class AuditLog:
         out = self._pending
         dumps = orjson.dumps
         ts, ts_bytes = "", b""
+        mac_head = MAC_HEAD
+        room = self._max_bytes - self._live_base  # bytes `_pending` may reach before the live file is full
         for item in unsealed:
+            if len(out) >= room or len(item) == 2:
+                self._seq, self._prev = seq, prev
+                if len(out) >= room:
+                    room = self._max_bytes - self._cut(out)
+                if len(item) == 2:  # an entry: completed in place, serialised with its keys sorted
+                    self._seal_entry(out, item[0], item[1])
+                seq, prev = self._seq, self._prev
+                prev_bytes = prev.encode()
+                if len(item) == 2:
+                    continue
+            # A call (write_call): the bytes `_seal_entry` would give, from its pieces.
             seq += 1
             stamp = self._timestamp(item[-1])
             if stamp is not ts:  # the same object all through a millisecond
                 ts, ts_bytes = stamp, stamp.encode()
+            client, name, method, outcome, duration_ms, _ = item
+            head, middle = self._call_pieces(client, name, method, outcome)
+            line = b"".join((head, dumps(duration_ms), middle, prev_bytes, b'","seq":', b"%d" % seq,
+                             b',"ts":"', ts_bytes, b'"'))
             inner = inner_pad.copy()
-            if len(item) == 2:  # an entry: completed in place, serialised with its keys sorted
-                entry = item[0]
-                entry["seq"] = seq
-                entry["ts"] = ts
-                entry["prev"] = prev
-                body = dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
-                inner.update(body)
-                out += memoryview(body)[:-1]
-            else:  # a call (write_call): the same bytes, from its pieces
-                client, name, method, outcome, duration_ms, _ = item
-                head, middle = self._call_pieces(client, name, method, outcome)
-                line = b"".join((head, dumps(duration_ms), middle, prev_bytes, b'","seq":', b"%d" % seq,
-                                 b',"ts":"', ts_bytes, b'"'))
-                inner.update(line)
-                inner.update(b"}")
-                out += line
+            inner.update(line)
+            inner.update(b"}")
+            out += line
             outer = outer_pad.copy()
             outer.update(inner.digest())
             prev = outer.hexdigest()
             prev_bytes = prev.encode()
-            out += b',"mac":"'
+            out += mac_head
             out += prev_bytes
             out += b'"}\n'
         self._seq, self._prev = seq, prev
+        self._live_base = self._max_bytes - room
+
+    def _seal_entry(self, out: bytearray, entry: dict[str, Any], now: float) -> None:
+        """Complete an entry in place with seq, ts and prev, and append its line to `out`."""
+        seq, prev = self._seq + 1, self._prev
+        entry["seq"] = seq
+        entry["ts"] = self._timestamp(now)
+        entry["prev"] = prev
+        body = orjson.dumps(entry, default=str, option=orjson.OPT_SORT_KEYS)  # never fail a call
+        inner = self._pads[0].copy()
+        inner.update(body)
+        outer = self._pads[1].copy()
+        outer.update(inner.digest())
+        mac = outer.hexdigest()
+        out += memoryview(body)[:-1]
+        out += MAC_HEAD
+        out += mac.encode()
+        out += b'"}\n'
+        self._seq, self._prev = seq, mac
+
+    def _cut(self, out: bytearray) -> int:
+        """End the live file here: the entries after go to a new file, which starts with a continuation entry
+        chained to the last one of this file. Returns the new `_live_base`."""
+        offset = len(out)
+        self._cuts.append((offset, self._live_first))
+        previous = rotated_name(self.path, self._live_first).name
+        self._live_first = self._seq + 1
+        self._seal_entry(out, {"event": CONTINUED_EVENT, "previous_file": previous}, time.time())
+        return -offset
 
     def flush(self) -> None:
         """Write the pending entries to the file."""
@@ -333,16 +428,37 @@ class AuditLog:
             if self._unsealed:
                 self._seal()
             data, self._pending = self._pending, bytearray()
+            cuts, self._cuts = self._cuts, []
+            self._live_base += len(data)
             state = (self._seq, self._prev)
         if not data:
             return
         try:
-            self._fh.write(data)
+            start = 0
+            for offset, first in cuts:
+                self._fh.write(data[start:offset])
+                start = offset
+                self._rotate(first)
+            self._fh.write(data[start:])
         except (OSError, ValueError):
             # The entries are lost; the gap in the chain is what `audit verify` will report.
             log.exception("cannot append to the audit log")
             return
         self._written = state
+
+    def _rotate(self, first: int) -> None:
+        """Rename the live file (whose first entry is `first`), start a new one, drop the oldest beyond `keep`."""
+        self._fh.close()
+        try:
+            os.rename(self.path, rotated_name(self.path, first))
+        except OSError:
+            log.exception("cannot rename the audit log %s: it goes on in the same file", self.path.name)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fh = os.fdopen(fd, "ab", buffering=0)
+        rotated = rotated_files(self.path)
+        for _, old in rotated[:max(0, len(rotated) - self._keep)]:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
 
     @property
     def last(self) -> tuple[int, str]:
@@ -377,81 +493,3 @@ class AuditLog:
                 self._conn = None
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    entries: int  # entries verified before the first fault (all of them when ok)
-    line: int | None = None  # 1-based line of the first broken entry
-    seq: int | None = None
-    reason: str | None = None
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"OK: {self.entries} entries, chain intact"
-        seq = f" (entry {self.seq})" if self.seq is not None else ""
-        return f"BROKEN at line {self.line}{seq}: {self.reason}"
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        yield from fh
-
-
-def verify(path: Path, key: bytes, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
-    """Check the whole chain; report the first broken entry. A missing log is an empty one."""
-    prev = GENESIS
-    count = 0
-    checkpoint_mac: str | None = None
-    lines = _lines(path) if path.exists() else iter(())
-    for lineno, raw in enumerate(lines, 1):
-
-        def broken(reason: str, seq: int | None = None, lineno: int = lineno, count: int = count) -> VerifyResult:
-            return VerifyResult(False, count, lineno, seq, reason)
-
-        if not raw.endswith(b"\n"):
-            return broken("incomplete last line (cut while being written, or edited)")
-        if not raw.strip():
-            return broken("empty line: not an entry (inserted, or an entry was blanked)")
-        try:
-            entry = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return broken("not valid JSON: the line was edited")
-        if not isinstance(entry, dict):
-            return broken("not a JSON object: the line was edited")
-        mac = entry.pop("mac", None)
-        seq = entry.get("seq")
-        seq_shown = seq if isinstance(seq, int) else None
-        if not isinstance(mac, str):
-            return broken("no MAC: the line was edited or inserted", seq_shown)
-        if not hmac.compare_digest(mac, _mac(key, entry)):
-            return broken("MAC mismatch: the entry was edited or forged (or the key is not this log's)", seq_shown)
-        expected = count + 1
-        if seq != expected:
-            return broken(
-                f"sequence number {seq} where {expected} was expected: entries were deleted, inserted or moved",
-                seq_shown,
-            )
-        if entry.get("prev") != prev:
-            return broken("does not chain to the previous entry: entries were reordered or removed", seq_shown)
-        if entry.get("event") == TRUNCATED_EVENT:
-            return broken(
-                f"the gateway found the log cut when it started: entries {entry.get('found_seq', 0) + 1} to "
-                f"{entry.get('expected_seq')} were missing",
-                seq_shown,
-            )
-        if checkpoint is not None and seq == checkpoint[0]:
-            checkpoint_mac = mac
-        prev = mac
-        count += 1
-    if checkpoint is not None:
-        if count < checkpoint[0]:
-            return VerifyResult(
-                False, count, count + 1, count + 1,
-                f"the log ends at entry {count} but entry {checkpoint[0]} was written: its tail was cut",
-            )
-        if checkpoint_mac is not None and not hmac.compare_digest(checkpoint_mac, checkpoint[1]):
-            return VerifyResult(
-                False, count, checkpoint[0], checkpoint[0],
-                "entry differs from the one the gateway recorded: the log was replaced",
-            )
-    return VerifyResult(True, count)

@@ -7,6 +7,8 @@
     LLMBDO_GATEWAY_SOCKET        path of the local door                   (default: <run dir>/gateway.sock)
     LLMBDO_WS_MAX_UNREAD         bytes of answers a WebSocket client may leave unread before it is
                                  closed (1013)                            (default: 67108864, 64 MiB)
+    LLMBDO_MCP_SESSIONS_PER_CLIENT  `/mcp` sessions one client may hold; a new one beyond ends its own
+                                 least recently used                      (default: 32)
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 from ..settings import Settings
 
-__all__ = ["GatewayConfig", "ConfigError", "is_loopback"]
+__all__ = ["GatewayConfig", "ConfigError", "MCP_SESSIONS_PER_CLIENT", "is_loopback"]
+
+MCP_SESSIONS_PER_CLIENT = 32
 
 
 class ConfigError(ValueError):
@@ -46,6 +50,7 @@ class GatewayConfig:
     call_timeout: float = 120.0
     socket_path: Path | None = None  # None: <run dir>/gateway.sock
     ws_max_unread: int = 64 * 1024 * 1024
+    mcp_sessions_per_client: int = MCP_SESSIONS_PER_CLIENT
 
     @classmethod
     def from_env(cls) -> GatewayConfig:
@@ -72,8 +77,16 @@ class GatewayConfig:
             raise ConfigError(f"LLMBDO_WS_MAX_UNREAD: {unread_raw!r} is not a number of bytes") from None
         if unread < 1 << 20:
             raise ConfigError("LLMBDO_WS_MAX_UNREAD: must be at least 1048576 bytes (1 MiB)")
+        sessions_raw = os.environ.get("LLMBDO_MCP_SESSIONS_PER_CLIENT", str(cls.mcp_sessions_per_client))
+        try:
+            sessions = int(sessions_raw)
+        except ValueError:
+            raise ConfigError(f"LLMBDO_MCP_SESSIONS_PER_CLIENT: {sessions_raw!r} is not a number") from None
+        if sessions < 1:
+            raise ConfigError("LLMBDO_MCP_SESSIONS_PER_CLIENT: must be at least 1")
         cfg = cls(host=host, port=port, allow_remote=_truthy(os.environ.get("LLMBDO_GATEWAY_ALLOW_REMOTE")),
-                  call_timeout=timeout, socket_path=Path(sock) if sock else None, ws_max_unread=unread)
+                  call_timeout=timeout, socket_path=Path(sock) if sock else None, ws_max_unread=unread,
+                  mcp_sessions_per_client=sessions)
         cfg.check()
         return cfg
 

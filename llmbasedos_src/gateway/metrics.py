@@ -9,7 +9,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable
 
-__all__ = ["Metrics", "BUCKETS"]
+__all__ = ["Metrics", "BUCKETS", "render_usage"]
 
 # Seconds. Fine-grained at the low end, where a cheap routed call lives.
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -26,6 +26,25 @@ class _Histogram:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_USAGE_SERIES = (
+    ("requests_today", "llmbasedos_client_requests_today", "Calls admitted today (UTC), by client."),
+    ("llm_tokens_today", "llmbasedos_client_llm_tokens_today", "LLM tokens used today (UTC), by client."),
+)
+
+
+def render_usage(usage: dict[str, dict[str, object]]) -> str:
+    """Today's use per client (`Policy.usage()`, or the part of it a client may see) as exposition text."""
+    out: list[str] = []
+    for key, series, help_text in _USAGE_SERIES:
+        out += [f"# HELP {series} {help_text}", f"# TYPE {series} gauge"]
+        for client_id, use in sorted(usage.items()):
+            value = use.get(key)
+            if isinstance(value, int):
+                out.append(f'{series}{{client="{_escape(client_id)}",name="{_escape(str(use.get("name", "")))}"}} '
+                           f"{value}")
+    return "\n".join(out) + "\n"
 
 
 class Metrics:

@@ -4,8 +4,9 @@ The gateway holds one `Policy`. Its per-call methods are synchronous, cheap and 
 batched), so they are called straight from the event loop; they are also thread-safe. A background thread
 writes the audit lines (every 0.1 s), the counters and the audit checkpoint (every 0.5 s), and re-reads the
 licence when its file, its public key or the UTC day changes (checked every 2 s): no restart is needed to
-install a licence. Token creations and revocations by `llmbasedos token` are seen at the next
-authentication.
+install a licence. Token creations, changes and revocations by `llmbasedos token`, and expiries, are seen at
+the next authentication, and by open connections within a tick: `clients` (live_clients.py) moves its
+generation and the doors re-resolve their clients with `refresh`.
 
 A client's rights are its own allowlist, within its tier, within the licence's tier. Its rate limit and
 quotas are the stricter of its tier's and the licence tier's. The owner (owner token, or the gateway.sock
@@ -33,9 +34,13 @@ from urllib.parse import urlsplit
 from ..protocol.errors import Forbidden, QuotaExceeded, RateLimited, Unauthorized
 from ..settings import Settings
 from .audit import AuditLog, load_or_create_key, read_tail
+from .audit_files import rotation_from_env
 from .licence import LicenceStatus, evaluate, licence_path, public_key_source
 from .limits import DAY_SECONDS, Limiter, TokenReservation
-from .tiers import Tier, TierTable, load_tiers, match_any, tiers_path
+from .live_clients import LiveClients
+from .refusals import RefusalCounter
+from .rights import Rights, combine
+from .tiers import Tier, TierTable, load_tiers, tiers_path
 from .tokens import ClientRecord, TokenStore
 
 __all__ = ["ClientIdentity", "Policy", "DB_NAME", "OWNER_TOKEN_FILE", "AUDIT_LOG_FILE", "AUDIT_KEY_FILE"]
@@ -50,8 +55,8 @@ _AUDIT_FLUSH_INTERVAL = 0.1  # audit lines reach the file within this
 _FLUSH_EVERY = 5  # ticks between writes of counters and the audit checkpoint to SQLite
 _WINDOWS_EVERY = 100  # ticks between writes of large rate windows (see Limiter.flush)
 _LICENCE_EVERY = 20  # ticks between checks for a new licence file, key or day
+_REFUSALS_EVERY = 10  # ticks between writes of the refusals counted since the last
 _MAX_FIELD = 200
-_LLM_PREFIX = "mcp.llm."  # methods that need llm_access as well as an allowed capability
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -70,63 +75,6 @@ class ClientIdentity:
 
     def __hash__(self) -> int:
         return self._hash
-
-
-@dataclass(frozen=True)
-class _Rights:
-    """What one identity may do under the licence in force; computed once per identity and day."""
-
-    tiers: tuple[Tier, ...]  # the client's tier and the licence tier (once when they are the same)
-    allow: tuple[str, ...]
-    rate: int | None
-    window: float
-    per_day: int | None
-    llm_access: bool
-    max_tokens_per_request: int | None
-    max_tokens_per_day: int | None
-
-    def allows(self, method: str) -> bool:
-        if not self.llm_access and method.startswith(_LLM_PREFIX):
-            return False
-        return match_any(self.allow, method) and all(t.allows(method) for t in self.tiers)
-
-    def allows_model(self, alias: str) -> bool:
-        return all(t.allows_model(alias) for t in self.tiers)
-
-    def limits(self) -> dict[str, Any]:
-        # Patterns do not intersect into one list; show the narrower one (a list without `*`).
-        narrow = [list(t.allowed_llm_models) for t in self.tiers if "*" not in t.allowed_llm_models]
-        return {
-            "rate_limit_requests": self.rate,
-            "rate_limit_window_seconds": self.window,
-            "requests_per_day": self.per_day,
-            "llm_access": self.llm_access,
-            "allowed_llm_models": min(narrow, key=len) if narrow else ["*"],
-            "max_tokens_per_request": self.max_tokens_per_request,
-            "max_tokens_per_day": self.max_tokens_per_day,
-        }
-
-
-def _min(values: list[int | None]) -> int | None:
-    finite = [v for v in values if v is not None]
-    return min(finite) if finite else None
-
-
-def _combine(tiers: tuple[Tier, ...], allow: tuple[str, ...]) -> _Rights:
-    # Windows may differ between the tiers: the stricter rate is the one with fewer requests per second.
-    rated = [(t.rate_limit_requests / t.rate_limit_window_seconds, i, t)
-             for i, t in enumerate(tiers) if t.rate_limit_requests is not None]
-    strictest = min(rated)[2] if rated else None
-    return _Rights(
-        tiers=tiers,
-        allow=allow,
-        rate=strictest.rate_limit_requests if strictest else None,
-        window=strictest.rate_limit_window_seconds if strictest else tiers[0].rate_limit_window_seconds,
-        per_day=_min([t.requests_per_day for t in tiers]),
-        llm_access=all(t.llm_access for t in tiers),
-        max_tokens_per_request=_min([t.max_tokens_per_request for t in tiers]),
-        max_tokens_per_day=_min([t.max_tokens_per_day for t in tiers]),
-    )
 
 
 def _normalize_origin(origin: str) -> str | None:
@@ -169,10 +117,12 @@ class Policy:
         self._owner = owner
         self._allowed_origins = allowed_origins
         self._reload_lock = threading.Lock()
-        self._rights: dict[ClientIdentity, _Rights] = {}
+        self._rights: dict[ClientIdentity, Rights] = {}
         self._allowed: dict[tuple[ClientIdentity, str], bool] = {}
+        self.clients = LiveClients(tokens)  # its generation moves when any client's rights may have changed
         self._licence_seen: tuple[Any, ...] = ()
         self._licence: LicenceStatus = self._evaluate_licence(self._licence_inputs())
+        self._refusals = RefusalCounter()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="policy-flush", daemon=True)
         self._flusher.start()
@@ -184,6 +134,7 @@ class Policy:
         Raises TiersError for an invalid tiers file (the gateway must not start on a policy it cannot read).
         """
         tiers = load_tiers(tiers_path(settings.config_dir))
+        audit_max_bytes, audit_keep = rotation_from_env()
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = settings.data_dir / DB_NAME
         env_origins = os.environ.get("LLMBDO_ALLOWED_ORIGINS", "").strip()
@@ -201,7 +152,8 @@ class Policy:
             limiter = Limiter(db)
             undo.callback(limiter.close)
             audit = AuditLog(settings.log_dir / AUDIT_LOG_FILE,
-                             load_or_create_key(settings.data_dir / AUDIT_KEY_FILE), db)
+                             load_or_create_key(settings.data_dir / AUDIT_KEY_FILE), db,
+                             max_bytes=audit_max_bytes, keep=audit_keep)
             undo.callback(audit.close)
             policy = cls(tiers, settings.config_dir, tokens, limiter, audit, owner, owner_path, created, origins)
             undo.pop_all()
@@ -249,6 +201,7 @@ class Policy:
             self._licence = status
             self._rights = {}
             self._allowed = {}
+        self.clients.bump()  # identities that follow the licence's tier have a new tier
         self._audit.append("licence", tier=status.tier, licence_valid=status.valid, reason=status.reason)
         if status.valid:
             log.info("licence changed: tier %s for %s until %s", status.tier, status.user, status.expires)
@@ -272,36 +225,61 @@ class Policy:
     def authenticate(self, token: str | None, *, transport: str, remote: str) -> ClientIdentity:
         """The client holding `token`; Unauthorized (audited) for a missing, unknown or revoked token."""
         if not token:
-            self._audit.append("auth", outcome="denied", reason="no token", transport=transport, remote=remote)
+            self._refused(reason="no token", transport=transport, remote=remote)
             raise Unauthorized("A token is required")
         record = self._tokens.lookup(token)
         if record is None:
-            self._audit.append("auth", outcome="denied", reason="unknown token", transport=transport, remote=remote)
+            self._refused(reason="unknown token", transport=transport, remote=remote)
             raise Unauthorized("Invalid token")
-        if record.revoked is not None:
-            self._audit.append("auth", outcome="denied", reason="revoked token", client=record.id, name=record.name,
-                               transport=transport, remote=remote)
-            raise Unauthorized("Invalid token")
+        if record.revoked is not None or record.expired():
+            reason = "revoked token" if record.revoked is not None else "expired token"
+            self._refused(reason=reason, client=record.id, name=record.name, transport=transport, remote=remote)
+            raise Unauthorized("Invalid token" if record.revoked is not None else "Token expired")
         self._audit.append("auth", outcome="allowed", client=record.id, name=record.name, transport=transport,
                            remote=remote)
         return self._identity(record)
+
+    def _refused(self, **fields: Any) -> None:
+        """Audit a refused credential, at a bounded rate per remote address (see refusals.py)."""
+        if self._refusals.first(str(fields.get("remote", ""))):
+            self._audit.append("auth", outcome="denied", **fields)
+
+    def _audit_refusals(self, *, everything: bool = False) -> None:
+        for remote, count in self._refusals.due(everything=everything):
+            self._audit.append("auth", outcome="denied", remote=remote, refusals=count,
+                               reason=f"{count} refusals from {remote} in the last minute")
 
     def local_identity(self) -> ClientIdentity:
         return self._identity(self._owner)
 
     def identity_by_id(self, client_id: str, *, transport: str, remote: str) -> ClientIdentity:
         """The active client with this id, for a local service acting on that client's behalf (the agent
-        calling back through gateway.sock). Unauthorized (audited) when the id is unknown or revoked."""
+        calling back through gateway.sock). Unauthorized (audited) when the id is unknown, revoked or expired."""
         if client_id == self._owner.id:
             return self.local_identity()
-        record = next((r for r in self._tokens.list(include_revoked=False) if r.id == client_id), None)
+        self.clients.poll()  # a change made a moment ago counts for this call already
+        record = self.clients.active(client_id)
         if record is None:
-            self._audit.append("auth", outcome="denied", reason="unknown or revoked client id", transport=transport,
-                               remote=remote)
-            raise Unauthorized("The client this call is made for is unknown or revoked")
+            self._audit.append("auth", outcome="denied", reason="unknown, revoked or expired client id",
+                               client=client_id[:_MAX_FIELD], transport=transport, remote=remote)
+            raise Unauthorized("The client this call is made for is unknown, revoked or expired")
         return self._identity(record)
 
-    def _rights_of(self, client: ClientIdentity) -> _Rights:
+    def refresh(self, client: ClientIdentity, *, transport: str) -> ClientIdentity:
+        """Who `client` is now (its allowlist, tier or the licence may have changed); Unauthorized (audited)
+        once it is revoked or expired. Doors call it for open connections when `clients.generation` moved."""
+        if client.is_owner:
+            return self.local_identity()
+        record = self.clients.active(client.client_id)
+        if record is None and self.clients.poll():  # the map may predate a client created a moment ago
+            record = self.clients.active(client.client_id)
+        if record is None:
+            self._audit.append("auth", outcome="denied", reason="revoked or expired during a connection",
+                               client=client.client_id, name=client.name, transport=transport)
+            raise Unauthorized("Token revoked or expired")
+        return self._identity(record)
+
+    def _rights_of(self, client: ClientIdentity) -> Rights:
         rights = self._rights.get(client)
         if rights is None:
             lic = self._current_licence()
@@ -312,7 +290,7 @@ class Policy:
                 tiers = (self.tiers.get(client.tier), licence_tier)
             else:  # a tier since removed from the tiers file: the strictest reading, FREE within the licence
                 tiers = (self.tiers.get("FREE"), licence_tier)
-            rights = _combine(tiers, ("*",) if client.is_owner else client.allow)
+            rights = combine(tiers, ("*",) if client.is_owner else client.allow)
             if len(self._rights) > 10000:
                 self._rights.clear()
             self._rights[client] = rights
@@ -339,6 +317,11 @@ class Policy:
             self._audit.append("authz", outcome="denied", client=client.client_id, name=client.name, method=method,
                                reason=f"not allowed for tier {client.tier}")
             raise Forbidden(f"{method} is not allowed for this client", {"method": method, "tier": client.tier})
+        self.limit(client, method)
+
+    def limit(self, client: ClientIdentity, method: str) -> None:
+        """Rate-limit and count one request, or raise RateLimited / QuotaExceeded (audited). `admit` does this
+        for calls; a request that needs no capability but costs a session (an MCP initialize) calls it alone."""
         rights = self._rights_of(client)
         try:
             self._limiter.admit(client.client_id, rights.rate, rights.window, rights.per_day)
@@ -448,6 +431,15 @@ class Policy:
         tick = 0
         while not self._stop.wait(_AUDIT_FLUSH_INTERVAL):
             tick += 1
+            try:
+                self.clients.poll()
+            except Exception:
+                log.exception("cannot re-read the clients")
+            if tick % _REFUSALS_EVERY == 0:
+                try:
+                    self._audit_refusals()
+                except Exception:
+                    log.exception("cannot audit the refusals counted")
             if tick % _LICENCE_EVERY == 0:
                 try:
                     self.reload_licence()
@@ -475,6 +467,7 @@ class Policy:
             return
         self._stop.set()
         self._flusher.join()
+        self._audit_refusals(everything=True)
         try:
             self._limiter.close()
         finally:

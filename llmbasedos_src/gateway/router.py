@@ -360,17 +360,18 @@ class Router:
 
     # -- calls ---------------------------------------------------------------------------------------
 
-    def _caller_of(self, client: ClientIdentity) -> dict[str, Any]:
+    def _caller_of(self, client: ClientIdentity, run: str | None = None) -> dict[str, Any]:
+        """The `caller` member sent to backends; `run` is the execution making the call, when a run does."""
         caller = self._callers.get(client)
         if caller is None:
             if len(self._callers) > 10000:
                 self._callers.clear()
             caller = self._callers[client] = {"client_id": client.client_id, "name": client.name,
                                               "tier": client.tier}
-        return caller
+        return caller if run is None else {**caller, "run": run}
 
     def start(self, client: ClientIdentity, method: str, params: Any, *, request_id: RequestId,
-              answer: AnswerFn, notify: NotifyFn | None = None) -> RoutedCall | None:
+              answer: AnswerFn, notify: NotifyFn | None = None, run: str | None = None) -> RoutedCall | None:
         """Start a call to a backend service without a task: what `call` does, with the answer delivered to
         `answer` from the upstream's read callback. Most calls a client makes are of this kind, and the task
         and coroutine layers of `call` were a good part of the gateway's cost per call.
@@ -395,7 +396,8 @@ class Router:
             raise
         routed = RoutedCall(self, client, method, request_id, answer, notify, started)
         try:
-            routed._backend, routed._rid = upstream.send(routed, method, params, caller=self._caller_of(client))
+            routed._backend, routed._rid = upstream.send(routed, method, params,
+                                                              caller=self._caller_of(client, run))
         except errors.RPCError as exc:
             routed.set_exception(exc)
             return routed
@@ -404,7 +406,7 @@ class Router:
 
     async def call(self, client: ClientIdentity, method: str, params: Any = None, *,
                    notify: NotifyFn | None = None, request_id: RequestId | None = None,
-                   disconnected: asyncio.Event | None = None) -> Any:
+                   disconnected: asyncio.Event | None = None, run: str | None = None) -> Any:
         """Admit, route and account for one call. Returns its result or raises RPCError.
 
         Cancelling the task that awaits this cancels the call, upstream included.
@@ -425,7 +427,7 @@ class Router:
             if isinstance(route, _Service):
                 listener = functools.partial(_relay, notify, request_id) if notify is not None else None
                 return await route.upstream.call(method, params, timeout=self.call_timeout,
-                                                 on_notification=listener, caller=self._caller_of(client))
+                                                 on_notification=listener, caller=self._caller_of(client, run))
             call = GatewayCall(client, request_id, method, disconnected or asyncio.Event(), notify)
             mapped = _map_params(route.cap, params)
             bad = best_match(route.validator.iter_errors(mapped))

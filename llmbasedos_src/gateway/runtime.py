@@ -3,10 +3,12 @@ their start and stop order. The ASGI app (app.py) and the doors hold a reference
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__ as _package_version
@@ -43,6 +45,8 @@ class Gateway:
         self.unix_door = UnixDoor(self, config.gateway_socket(settings), max_frame=settings.max_frame)
         self.metrics.bind(self.pool.snapshot, self._client_counts)
         self._extensions: list[Any] = []
+        self._rights_listeners: list[Callable[[], None]] = []
+        self._on_clients_changed: Callable[[], None] | None = None
         install_builtin_methods(self.router)
 
     def _client_counts(self) -> dict[str, int]:
@@ -51,8 +55,30 @@ class Gateway:
             counts[s.transport] = counts.get(s.transport, 0) + 1
         return counts
 
+    def on_rights_changed(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on the event loop after the policy's clients changed (the /mcp door's sessions)."""
+        self._rights_listeners.append(listener)
+
+    def _rights_changed(self) -> None:
+        # Open connections of a revoked or expired client are closed now, not at their next call.
+        for session in list(self.sessions):
+            session.revalidate()
+        for listener in list(self._rights_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("a listener of rights changes failed")
+
     async def start(self) -> None:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # called from the policy's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing is left to close
+                loop.call_soon_threadsafe(self._rights_changed)
+
+        self._on_clients_changed = changed
+        self.policy.clients.on_change(changed)
         await self._install_extension("llmbasedos.gateway.llm")
         await self.discovery.start()
         await self.unix_door.start()
@@ -80,6 +106,8 @@ class Gateway:
             self._extensions.append(result)
 
     async def stop(self) -> None:
+        if self._on_clients_changed is not None:
+            self.policy.clients.remove_listener(self._on_clients_changed)
         await self.discovery.stop()
         await self.unix_door.close()
         for session in list(self.sessions):
@@ -107,5 +135,6 @@ class Gateway:
         session.close()
         self.sessions.discard(session)
 
-    def status(self) -> dict[str, Any]:
-        return build_status(self)
+    def status(self, client: ClientIdentity) -> dict[str, Any]:
+        """The /status document as `client` may see it."""
+        return build_status(self, client)

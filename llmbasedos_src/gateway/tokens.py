@@ -5,9 +5,12 @@ entropy a slow hash buys nothing, and a lookup by hash is constant-time with res
 Tokens are shown once, at creation; the owner token is the exception, kept in `<data_dir>/owner.token`
 (mode 0600, created exclusively) like Jupyter's, so the appliance's owner can always find it.
 
-The gateway sees creations and revocations made by other processes without a restart: a trigger bumps a
-version number on every change to `clients`, and the gateway re-reads it whenever SQLite's data_version says
-another connection wrote to the file.
+The gateway sees creations, changes and revocations made by other processes without a restart: a trigger
+bumps a version number on every change to `clients`, and the gateway re-reads it whenever SQLite's
+data_version says another connection wrote to the file (`version()`, polled by the policy).
+
+A client may carry an expiry (`expires`, Unix time): past it, its token is refused like a revoked one.
+Databases from before expiries existed get the column added when a store opens them.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from .store_health import StoreCorrupt, check_usable, corrupt_error
 
 __all__ = [
     "ClientRecord",
@@ -31,6 +37,7 @@ __all__ = [
     "TOKEN_PREFIX",
     "TokenError",
     "TokenStore",
+    "UNCHANGED",
     "connect",
     "hash_token",
     "new_token",
@@ -64,6 +71,19 @@ CREATE TRIGGER IF NOT EXISTS clients_upd AFTER UPDATE ON clients
 CREATE TRIGGER IF NOT EXISTS clients_del AFTER DELETE ON clients
     BEGIN UPDATE meta SET value = value + 1 WHERE key = 'clients_version'; END;
 """
+# Columns added since the first schema, each with the statement that adds it to an older database.
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("expires", "ALTER TABLE clients ADD COLUMN expires REAL"),  # NULL: never expires
+)
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+"""For `TokenStore.update`: leave this field as it is (None means "follow the licence" or "no expiry")."""
 
 
 class TokenError(ValueError):
@@ -71,15 +91,28 @@ class TokenError(ValueError):
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open the gateway database (created 0600 in a 0700 directory), WAL, usable from any thread."""
+    """Open the gateway database (created 0600 in a 0700 directory), WAL, usable from any thread.
+
+    Raises StoreCorrupt (store_health.py) when the file is not a sound SQLite database."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        check_usable(conn, path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        error = corrupt_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+    except StoreCorrupt:
+        conn.close()
+        raise
     return conn
 
 
@@ -127,19 +160,23 @@ class ClientRecord:
     is_owner: bool
     created: float
     revoked: float | None
+    expires: float | None = None  # Unix time; None: never
 
     @property
     def active(self) -> bool:
         return self.revoked is None
 
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and (time.time() if now is None else now) >= self.expires
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id, "name": self.name, "tier": self.tier, "allow": list(self.allow),
-            "owner": self.is_owner, "created": self.created, "revoked": self.revoked,
+            "owner": self.is_owner, "created": self.created, "revoked": self.revoked, "expires": self.expires,
         }
 
 
-_COLUMNS = "id, name, tier, allow, is_owner, created, revoked"
+_COLUMNS = "id, name, tier, allow, is_owner, created, revoked, expires"
 
 
 def _record(row: Sequence[object]) -> ClientRecord:
@@ -147,6 +184,7 @@ def _record(row: Sequence[object]) -> ClientRecord:
         id=str(row[0]), name=str(row[1]), tier=row[2] if row[2] is None else str(row[2]),
         allow=tuple(json.loads(str(row[3]))), is_owner=bool(row[4]), created=float(row[5]),  # type: ignore[arg-type]
         revoked=None if row[6] is None else float(row[6]),  # type: ignore[arg-type]
+        expires=None if row[7] is None else float(row[7]),  # type: ignore[arg-type]
     )
 
 
@@ -159,6 +197,11 @@ class TokenStore:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            with _transaction(self._conn) as c:
+                present = {str(row[1]) for row in c.execute("PRAGMA table_info(clients)")}
+                for column, statement in _MIGRATIONS:
+                    if column not in present:
+                        c.execute(statement)
         self._data_version = -1
         self._clients_version = -1
         self._cache: dict[str, ClientRecord | None] = {}
@@ -178,6 +221,16 @@ class TokenStore:
         if clients_version != self._clients_version:
             self._clients_version = clients_version
             self._cache.clear()
+
+    def _changed_here(self) -> None:
+        # data_version only counts other connections' commits: this store's own must clear the cache too.
+        self._data_version = -1
+
+    def version(self) -> int:
+        """A number that changes whenever the clients table does, whoever changed it (cheap to poll)."""
+        with self._lock:
+            self._refresh()
+            return int(self._clients_version)
 
     def lookup(self, token: str) -> ClientRecord | None:
         """The client holding `token` (revoked ones included, to say so), or None."""
@@ -210,7 +263,8 @@ class TokenStore:
 
     # -- changes (admin commands)
 
-    def create(self, name: str, tier: str | None = None, allow: Sequence[str] = ("*",)) -> tuple[ClientRecord, str]:
+    def create(self, name: str, tier: str | None = None, allow: Sequence[str] = ("*",),
+               expires: float | None = None) -> tuple[ClientRecord, str]:
         """A new client and its token (returned once, never stored)."""
         if not _NAME_RE.match(name):
             raise TokenError(f"invalid client name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
@@ -220,40 +274,75 @@ class TokenStore:
         record = ClientRecord(
             id="c_" + secrets.token_hex(6), name=name, tier=tier.upper() if tier else None,
             allow=tuple(dict.fromkeys(allow)) or ("*",), is_owner=False, created=time.time(), revoked=None,
+            expires=expires,
         )
+        _check_expiry(expires, record.created)
         with self._lock, _transaction(self._conn) as c:
             active = c.execute("SELECT 1 FROM clients WHERE name = ? AND revoked IS NULL", (name,)).fetchone()
             if active:
                 raise TokenError(f"a client named {name!r} already exists (revoke it first)")
             self._insert(c, record, token)
+            self._changed_here()
         return record, token
 
     @staticmethod
     def _insert(c: sqlite3.Connection, record: ClientRecord, token: str) -> None:
         c.execute(
-            f"INSERT INTO clients ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO clients ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.id, record.name, record.tier, json.dumps(list(record.allow)), int(record.is_owner),
-             record.created, record.revoked, hash_token(token)),
+             record.created, record.revoked, record.expires, hash_token(token)),
         )
+
+    @staticmethod
+    def _active_row(c: sqlite3.Connection, name_or_id: str) -> ClientRecord:
+        row = c.execute(f"SELECT {_COLUMNS} FROM clients WHERE id = ?", (name_or_id,)).fetchone()
+        if row is None:
+            row = c.execute(
+                f"SELECT {_COLUMNS} FROM clients WHERE name = ? AND revoked IS NULL", (name_or_id,)
+            ).fetchone()
+        if row is None:
+            raise TokenError(f"no active client with id or name {name_or_id!r}")
+        record = _record(row)
+        if record.revoked is not None:
+            raise TokenError(f"client {record.name} ({record.id}) is already revoked")
+        return record
 
     def revoke(self, name_or_id: str) -> ClientRecord:
         """Revoke the active client with this id or name. The owner token cannot be revoked (rotate it)."""
         with self._lock, _transaction(self._conn) as c:
-            row = c.execute(f"SELECT {_COLUMNS} FROM clients WHERE id = ?", (name_or_id,)).fetchone()
-            if row is None:
-                row = c.execute(
-                    f"SELECT {_COLUMNS} FROM clients WHERE name = ? AND revoked IS NULL", (name_or_id,)
-                ).fetchone()
-            if row is None:
-                raise TokenError(f"no active client with id or name {name_or_id!r}")
-            record = _record(row)
+            record = self._active_row(c, name_or_id)
             if record.is_owner:
                 raise TokenError("the owner token cannot be revoked; delete owner.token and restart to rotate it")
-            if record.revoked is not None:
-                raise TokenError(f"client {record.name} ({record.id}) is already revoked")
             now = time.time()
             c.execute("UPDATE clients SET revoked = ? WHERE id = ?", (now, record.id))
-        return ClientRecord(**{**record.__dict__, "revoked": now})
+            self._changed_here()
+        return replace(record, revoked=now)
+
+    def update(self, name_or_id: str, *, tier: Any = UNCHANGED, allow: Any = UNCHANGED,
+               expires: Any = UNCHANGED) -> ClientRecord:
+        """Change an active client's tier (None: the licence's), allowlist or expiry (None: never) in place.
+
+        Its token stays the same; the gateway applies the change to its open connections. The owner's rights
+        are the licence's and cannot be changed.
+        """
+        with self._lock, _transaction(self._conn) as c:
+            record = self._active_row(c, name_or_id)
+            if record.is_owner:
+                raise TokenError("the owner's rights follow the licence and cannot be changed")
+            changed = record
+            if tier is not UNCHANGED:
+                changed = replace(changed, tier=tier.upper() if tier else None)
+            if allow is not UNCHANGED:
+                changed = replace(changed, allow=tuple(dict.fromkeys(allow)) or ("*",))
+            if expires is not UNCHANGED:
+                _check_expiry(expires, time.time())
+                changed = replace(changed, expires=expires)
+            if changed == record:
+                return record
+            c.execute("UPDATE clients SET tier = ?, allow = ?, expires = ? WHERE id = ?",
+                      (changed.tier, json.dumps(list(changed.allow)), changed.expires, record.id))
+            self._changed_here()
+        return changed
 
     def ensure_owner(self, token_file: Path) -> tuple[ClientRecord, bool]:
         """The owner client, created with its 0600 token file when missing. Returns (owner, created).
@@ -275,6 +364,7 @@ class TokenStore:
             token = file_token or new_token()
             if file_token is None:
                 write_secret_file(token_file, token + "\n")
+            self._changed_here()
             if existing is not None:
                 c.execute("UPDATE clients SET token_hash = ? WHERE id = ?", (hash_token(token), existing.id))
                 return existing, file_token is None
@@ -290,6 +380,11 @@ class TokenStore:
     @staticmethod
     def _hash_of(c: sqlite3.Connection, client_id: str) -> str:
         return str(c.execute("SELECT token_hash FROM clients WHERE id = ?", (client_id,)).fetchone()[0])
+
+
+def _check_expiry(expires: float | None, now: float) -> None:
+    if expires is not None and not expires > now:
+        raise TokenError("the expiry is in the past: give a time in the future (or revoke the client)")
 
 
 def _read_token(path: Path) -> str | None:

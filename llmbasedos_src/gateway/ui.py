@@ -4,6 +4,9 @@
     /ui/ui.js    its script, /ui/ui.css its style: static, no data in them, so served without a token
     /ui/data     recent audit decisions (needs a token); the rest comes from `/status`
 
+What the page shows follows the token's rights (visibility.py): everything for the owner and `admin.read`,
+else the client's own connections, usage and audit entries only.
+
 The page carries the token it was opened with in a `<meta>` element, and its script sends it as a Bearer
 header to `/status` and `/ui/data`: the token never goes into a URL the page builds, and the gateway's access
 log is off (and redacts `token=` anyway). The Content-Security-Policy allows only this origin's script,
@@ -23,6 +26,8 @@ from starlette.responses import JSONResponse, Response
 
 from ..protocol import errors
 from .auth import bearer_token, refusal_response, remote_of
+from .policy import ClientIdentity
+from .visibility import own_entries
 
 __all__ = ["install_ui", "SECURITY_HEADERS", "AUDIT_ENTRIES"]
 
@@ -51,16 +56,16 @@ def _token_of(request: Request) -> str | None:
     return bearer_token(request.headers) or request.query_params.get("token") or None
 
 
-def _authenticate(request: Request) -> str | Response:
-    """The request's token once the policy accepts it, or the refusal to send."""
+def _authenticate(request: Request) -> tuple[str, ClientIdentity] | Response:
+    """The request's token and client once the policy accepts it, or the refusal to send."""
     token = _token_of(request)
     try:
-        request.app.state.gateway.policy.authenticate(token, transport="http", remote=remote_of(request))
+        client = request.app.state.gateway.policy.authenticate(token, transport="http", remote=remote_of(request))
     except errors.RPCError as exc:
         refused = refusal_response(exc)
         refused.headers.update(SECURITY_HEADERS)
         return refused
-    return token or ""  # authenticate refused a missing token already
+    return token or "", client  # authenticate refused a missing token already
 
 
 def _is_decision(entry: dict[str, Any]) -> bool:
@@ -71,9 +76,10 @@ def _is_decision(entry: dict[str, Any]) -> bool:
 
 
 async def ui_page(request: Request) -> Response:
-    token = _authenticate(request)
-    if isinstance(token, Response):
-        return token
+    who = _authenticate(request)
+    if isinstance(who, Response):
+        return who
+    token = who[0]
     page = _asset("ui.html").replace(_TOKEN_SLOT, html.escape(token, quote=True))
     return Response(page, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
 
@@ -87,10 +93,10 @@ async def ui_asset(request: Request) -> Response:
 
 
 async def ui_data(request: Request) -> Response:
-    token = _authenticate(request)
-    if isinstance(token, Response):
-        return token
-    audit = request.app.state.gateway.policy.recent_audit(AUDIT_ENTRIES, _is_decision)
+    who = _authenticate(request)
+    if isinstance(who, Response):
+        return who
+    audit = request.app.state.gateway.policy.recent_audit(AUDIT_ENTRIES, own_entries(who[1], _is_decision))
     return JSONResponse({"audit": audit}, headers=SECURITY_HEADERS)
 
 

@@ -3,7 +3,9 @@
 Trust comes from the file system: the socket is created 0660, so only the owner (and the group) can connect,
 and every connection acts with the owner's identity — unless a request names another client in its top-level
 `"caller": {"client_id"}` member, which the agent uses to act for the client that started a workflow with
-that client's rights (an unknown or revoked id is refused).
+that client's rights (an unknown or revoked id is refused). `"caller": {"run"}` names the agent's execution
+making the call; it is passed on to the backend in the forwarded `caller`, so the agent knows a run started
+by a run (and bounds them). Only this door reads it: a /ws client cannot claim to be a run.
 """
 
 from __future__ import annotations

@@ -60,12 +60,17 @@ def _serialise(message: Any) -> bytes:
 class _Outbox:
     """Answers and notifications waiting to be written, in order, by one writer task."""
 
-    __slots__ = ("_items", "_wake", "overflowed")
+    __slots__ = ("_items", "_wake", "closing", "overflowed")
 
     def __init__(self) -> None:
         self._items: collections.deque[str] = collections.deque()
         self._wake = asyncio.Event()
         self.overflowed = False
+        self.closing: tuple[int, str] | None = None  # close with this once what is queued is written
+
+    def close(self, code: int, reason: str) -> None:
+        self.closing = (code, reason)
+        self._wake.set()
 
     def put(self, message: Any) -> None:
         text = _serialise(message).decode()
@@ -85,6 +90,9 @@ class _Outbox:
                 return
             while items:
                 await send({"type": "websocket.send", "text": items.popleft()})
+            if self.closing is not None:
+                await send({"type": "websocket.close", "code": self.closing[0], "reason": self.closing[1]})
+                return
 
 
 async def _refuse(websocket: WebSocket, exc: errors.RPCError) -> None:
@@ -121,6 +129,7 @@ class WsDoor:
             return
         outbox = _Outbox()
         session = gateway.open_session(client, outbox.put, transport="ws", remote=remote)
+        session.end = outbox.close
         writer = asyncio.get_running_loop().create_task(self._pump(outbox, send))
         try:
             while not writer.done():
@@ -151,6 +160,7 @@ class WsDoor:
             send_text(_serialise(message))
 
         session = gateway.open_session(client, send, transport="ws", remote=remote)
+        session.end = lane.close
 
         lane.attach(functools.partial(_deliver, session))  # before any await: nothing slips past
         try:

@@ -61,6 +61,11 @@ class DirectLane:
         """From now on messages go to `on_message`. Call it right after accepting, before any await."""
         self._protocol._attach(on_message)
 
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection now with this code (answers already sent go first); the app's `receive()`
+        then gets `websocket.disconnect`."""
+        self._protocol._close_now(code, reason)
+
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """Pass `max_unread` with functools.partial: uvicorn builds the protocol with its own arguments only."""

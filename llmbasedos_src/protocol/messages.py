@@ -26,8 +26,9 @@ class Request:
     method: str
     params: Any  # dict, list or None
     # llmbasedos extension between the gateway and its backends: who the call is made for
-    # ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent) can act
-    # with that client's rights and no more. Clients' own "caller" members are dropped by the gateway.
+    # ({"client_id", "name", "tier"}, and "run": the agent's execution making the call, when a workflow run
+    # does), so a backend that calls back through the gateway (the agent) can act with that client's rights
+    # and no more. Clients' own "caller" members are dropped by the gateway.
     caller: Any = None
 
 

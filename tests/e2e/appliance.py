@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from tests.support.dovecot import Dovecot
+from tests.support.webdav import WebDav
 
 __all__ = ["Appliance", "MAIL_PASSWORD_ENV", "SEEDED", "WORKFLOW_ID"]
 
@@ -68,13 +69,16 @@ class Appliance:
         self.env = env
         self.user_files = state / "user_files"
         self.status_data: dict[str, Any] = {}
+        self.dav: WebDav | None = None
 
     @classmethod
     def start(cls, dovecot: Dovecot, mail_user: str, mail_password: str) -> Appliance:
         state = Path(tempfile.mkdtemp(prefix="e2", dir="/tmp"))
-        remote = Path(tempfile.mkdtemp(prefix="e2r", dir="/tmp"))
+        remote = Path(tempfile.mkdtemp(prefix="e2r", dir="/tmp")) / "served"
+        remote.mkdir()
         app = cls(state, remote, {**_clean_env(), MAIL_PASSWORD_ENV: mail_password})
         try:
+            app.dav = WebDav(remote)
             app._write_config(dovecot, mail_user)
             app.run("up", "--state-dir", str(state), "--port", "0", timeout=600)
             app.status_data = app.status()
@@ -88,8 +92,11 @@ class Appliance:
         (config / "workflows").mkdir(parents=True)
         accounts = {"accounts": {"inbox": dovecot.account(mail_user, password_env=MAIL_PASSWORD_ENV)}}
         (config / "mail_accounts.yaml").write_text(yaml.safe_dump(accounts), encoding="utf-8")
-        # An alias remote: a real rclone backend pointing at a folder outside the virtual root.
-        (config / "rclone.conf").write_text(f"[backup]\ntype = alias\nremote = {self.remote}\n", encoding="utf-8")
+        # A remote off the local disk as the sync server sees it (a local folder would be refused): a real
+        # WebDAV server, rclone's own, serving a folder outside the virtual root; `backup` is an alias of it.
+        assert self.dav is not None
+        (config / "rclone.conf").write_text(f"[dav]\ntype = webdav\nurl = {self.dav.url}\nvendor = rclone\n\n"
+                                            "[backup]\ntype = alias\nremote = dav:\n", encoding="utf-8")
         for vpath, text in SEEDED.items():
             (self.user_files / vpath.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
             (self.user_files / vpath.lstrip("/")).write_text(text, encoding="utf-8")
@@ -154,4 +161,6 @@ class Appliance:
     def cleanup(self) -> None:
         self.run("down", "--state-dir", str(self.state), timeout=180, check=False)
         shutil.rmtree(self.state, ignore_errors=True)
-        shutil.rmtree(self.remote, ignore_errors=True)
+        if self.dav is not None:
+            self.dav.stop()
+        shutil.rmtree(self.remote.parent, ignore_errors=True)

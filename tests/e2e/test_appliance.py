@@ -103,7 +103,7 @@ async def test_sync_copy_with_rclone(appliance: Appliance, token: str) -> None:
     files = {"/outbox/a.txt": "first file\n", "/outbox/sub/b.txt": "second file, deeper\n"}
     async with WsClient.connect(appliance.ws_url, token) as c:
         remotes = await c.call("mcp.sync.listRemotes", {})
-        assert {"name": "backup", "type": "alias"} in remotes
+        assert {"name": "backup", "type": "alias", "local": False, "usable": True, "refused": None} in remotes
         for path, text in files.items():
             await c.call("mcp.fs.write", {"path": path, "content": text, "create_parents": True})
         job = await c.call("mcp.sync.runJob", {"source": "/outbox", "destination": "backup:copied",

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,14 @@ def test_state_dir_from_the_environment(state: Path) -> None:
         (["token", "create", "x", "--allow", "mcp.*.read"], "invalid capability pattern"),
         (["token", "revoke", "nobody"], "no active client"),
         (["token", "revoke", "owner"], "cannot be revoked"),
+        (["token", "create", "x", "--expires", "soon"], "neither a duration"),
+        (["token", "create", "x", "--expires", "2001-01-01"], "in the past"),
+        (["token", "update", "nobody", "--allow", "mcp.hello"], "no active client"),
+        (["token", "update", "owner", "--allow", "mcp.hello"], "cannot be changed"),
+        (["token", "update", "owner"], "nothing to change"),
+        (["token", "update", "owner", "--expires", "1d", "--no-expiry"], "not both"),
+        (["token", "update", "owner", "--allow", "mcp.*.read"], "invalid capability pattern"),
+        (["token", "update", "owner", "--tier", "GOLD"], "unknown tier 'GOLD'"),
         (["licence", "issue", "--tier", "PRO", "--user", "a", "--expires", "soon", "--key", "/nonexistent"],
          "--expires must be a date"),
         (["licence", "issue", "--tier", "PRO", "--user", "a", "--expires", "2030-01-01", "--key", "/nonexistent"],
@@ -99,10 +108,45 @@ def test_state_dir_from_the_environment(state: Path) -> None:
     ],
 )
 def test_bad_input_gets_a_clear_message(state: Path, args: list[str], message: str) -> None:
-    if args == ["token", "revoke", "owner"]:
+    if args[:3] in (["token", "revoke", "owner"], ["token", "update", "owner"]):
         run("token", "owner", "--state-dir", str(state))
     proc = run(*args, "--state-dir", str(state), check=2) if args != ["token"] else run(*args, check=2)
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_expiry_and_update_while_the_gateway_runs(state: Path) -> None:
+    policy = Policy.load(settings_for(state))
+    try:
+        token = run("token", "create", "tablet", "--expires", "30d", "--state-dir", str(state)).stdout.strip()
+        [row] = [r for r in json.loads(run("token", "list", "--json", "--state-dir", str(state)).stdout)
+                 if r["name"] == "tablet"]
+        assert 29 * 86400 < row["expires"] - time.time() <= 30 * 86400
+        listing = run("token", "list", "--state-dir", str(state)).stdout
+        assert "EXPIRES" in listing and "never" in listing  # the owner's column
+
+        updated = run("token", "update", "tablet", "--allow", "mcp.hello", "admin.read", "--tier", "PRO",
+                      "--no-expiry", "--state-dir", str(state)).stdout
+        assert "mcp.hello admin.read" in updated and "tier PRO" in updated and "expires: never" in updated
+        client = policy.authenticate(token, transport="ws", remote="r")  # the same token, the new rights
+        assert client.allow == ("mcp.hello", "admin.read") and client.tier == "PRO"
+        run("token", "update", "tablet", "--expires", "1s", "--no-tier", "--state-dir", str(state))
+
+        def expired() -> bool:
+            try:
+                policy.authenticate(token, transport="ws", remote="r")
+            except Unauthorized as exc:
+                assert "expired" in str(exc)
+                return True
+            return False
+
+        deadline = time.monotonic() + 20
+        while not expired():
+            assert time.monotonic() < deadline, "the token did not expire"
+            time.sleep(0.05)
+        assert "expired" in run("token", "list", "--state-dir", str(state)).stdout
+        assert "tablet" in run("token", "list", "--no-all", "--state-dir", str(state)).stdout  # not revoked
+    finally:
+        policy.close()
 
 
 def test_duplicate_client(state: Path) -> None:
@@ -160,3 +204,37 @@ def test_audit_verify_reports_the_first_broken_entry(state: Path) -> None:
     log.write_text("".join(lines[:4]))
     result = json.loads(run("audit", "verify", "--json", "--state-dir", str(state), check=1).stdout)
     assert result["ok"] is False and result["line"] == 5 and "tail was cut" in result["reason"]
+
+
+def test_audit_verify_walks_every_rotated_file(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMBDO_AUDIT_MAX_BYTES", "4096")
+    policy = Policy.load(settings_for(state))
+    client = policy.local_identity()
+    for _ in range(200):
+        policy.admit(client, "mcp.hello")
+        policy.record_call(client, "mcp.hello", "ok", 0.3)
+    policy.close()
+    rotated = sorted((state / "logs").glob("audit.jsonl.*"))
+    assert len(rotated) == 10  # LLMBDO_AUDIT_KEEP's default: the oldest were dropped
+    assert rotated[0].name != "audit.jsonl.000000000001"
+    ok = run("audit", "verify", "--state-dir", str(state)).stdout
+    assert f"in {len(rotated) + 1} files, chain intact" in ok
+
+    lines = rotated[0].read_text().splitlines(keepends=True)
+    rotated[0].write_text("".join([*lines[:2], lines[2].replace("0.3", "0.4"), *lines[3:]]))
+    broken = run("audit", "verify", "--state-dir", str(state), check=1).stdout
+    assert f"BROKEN at line 3 of {rotated[0].name}" in broken and "MAC mismatch" in broken
+    result = json.loads(run("audit", "verify", "--json", "--state-dir", str(state), check=1).stdout)
+    assert result["file"] == str(rotated[0]) and result["line"] == 3
+
+
+def test_a_corrupt_database_is_one_message_not_a_traceback(state: Path) -> None:
+    Policy.load(settings_for(state)).close()
+    db = state / "data" / "gateway.db"
+    db.write_bytes(b"\x00garbage" * 1000)
+    for args in (["token", "list"], ["token", "create", "laptop"], ["token", "revoke", "laptop"],
+                 ["token", "owner"], ["audit", "verify"]):
+        done = run(*args, "--state-dir", str(state), check=2)
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert done.stderr.startswith(f"llmbasedos: the gateway database {db} is corrupt")
+        assert "move the file aside" in done.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmbasedos.gateway.audit import AuditLog, load_or_create_key, read_checkpoint, verify
+from llmbasedos.gateway.audit import AuditLog, load_or_create_key, read_checkpoint, read_tail, verify
+from llmbasedos.gateway.audit_files import rotation_from_env
 
 
 @pytest.fixture
@@ -256,3 +257,115 @@ def test_odd_values_are_written_as_text(tmp: Path, key: bytes) -> None:
     entry = json.loads(lines(tmp / "audit.jsonl")[0])
     assert entry["where"] == str(tmp / "x") and entry["count"] == 3
     assert verify(tmp / "audit.jsonl", key).ok
+
+
+def test_a_duplicated_key_that_parsing_would_hide_is_detected(tmp: Path, key: bytes) -> None:
+    """The MAC covers the line's bytes: a reader that takes the first of two keys must not be fooled."""
+    path = fill(tmp, key)
+    content = lines(path)
+    assert '"outcome":"ok"' in content[2]
+    content[2] = content[2].replace('"client":', '"outcome":"denied","client":', 1)
+    assert json.loads(content[2])["outcome"] == "ok"  # the last key wins: the parsed entry is unchanged
+    path.write_text("".join(content))
+    ok, line, reason = check(tmp, key)
+    assert (ok, line) == (False, 3) and "MAC mismatch" in reason
+
+
+def test_respacing_a_line_is_detected(tmp: Path, key: bytes) -> None:
+    path = fill(tmp, key)
+    content = lines(path)
+    content[1] = content[1].replace('"event":', '"event": ', 1)
+    path.write_text("".join(content))
+    assert check(tmp, key)[:2] == (False, 2)
+
+
+def rotating(tmp: Path, key: bytes, n: int, keep: int = 3) -> AuditLog:
+    log = AuditLog(tmp / "audit.jsonl", key, tmp / "gateway.db", max_bytes=4096, keep=keep)
+    for i in range(n):
+        log.append("auth", outcome="denied", reason="unknown token", remote=f"10.0.0.{i % 250}")
+        if i % 7 == 0:
+            log.write_call(f"c_{i % 3}", "laptop", "mcp.fs.read", "ok", 1.25)
+        if i % 11 == 0:
+            log.flush()
+    return log
+
+
+def kept(tmp: Path) -> list[Path]:
+    return sorted(p for p in tmp.iterdir() if p.name.startswith("audit.jsonl."))
+
+
+def test_the_log_rotates_by_size_and_the_chain_goes_on_across_files(tmp: Path, key: bytes) -> None:
+    log = rotating(tmp, key, 100, keep=50)
+    log.close()
+    rotated = kept(tmp)
+    assert len(rotated) >= 3
+    for path in rotated:
+        assert path.stat().st_size < 4096 + 1024  # cut at an entry boundary past the limit
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = [json.loads(lines(p)[0]) for p in [*rotated[1:], tmp / "audit.jsonl"]]
+    assert all(e["event"] == "audit.continued" for e in first)
+    assert first[0]["previous_file"] == rotated[0].name == "audit.jsonl.000000000001"
+    # Each file's name is the seq its first entry has.
+    assert all(int(p.name.rsplit(".", 1)[1]) == json.loads(lines(p)[0])["seq"] for p in rotated)
+    result = verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db"))
+    assert result.ok and result.files == len(rotated) + 1, result.describe()
+    assert result.entries == read_checkpoint(tmp / "gateway.db")[0]  # type: ignore[index]
+
+
+def test_old_files_are_dropped_and_verify_anchors_on_the_oldest_kept(tmp: Path, key: bytes) -> None:
+    log = rotating(tmp, key, 300, keep=2)
+    log.close()
+    rotated = kept(tmp)
+    assert len(rotated) == 2 and rotated[0].name != "audit.jsonl.000000000001"
+    result = verify(tmp / "audit.jsonl", key, read_checkpoint(tmp / "gateway.db"))
+    assert result.ok and result.files == 3, result.describe()
+    # Removing the first lines of the oldest kept file is not the same as a rotation: it is seen.
+    oldest = lines(rotated[0])
+    rotated[0].write_text("".join(oldest[2:]))
+    result = verify(tmp / "audit.jsonl", key)
+    assert not result.ok and result.file == str(rotated[0]) and result.line == 1
+    assert "beginning was deleted" in (result.reason or "")
+
+
+def test_an_edit_or_a_missing_file_in_the_middle_is_reported_with_its_file(tmp: Path, key: bytes) -> None:
+    log = rotating(tmp, key, 200, keep=10)
+    log.close()
+    rotated = kept(tmp)
+    assert len(rotated) >= 3
+    content = lines(rotated[1])
+    content[3] = content[3].replace('"unknown token"', '"no token"')
+    rotated[1].write_text("".join(content))
+    result = verify(tmp / "audit.jsonl", key)
+    assert (result.ok, result.file, result.line) == (False, str(rotated[1]), 4)
+    assert "MAC mismatch" in (result.reason or "") and rotated[1].name in result.describe()
+    rotated[1].unlink()
+    result = verify(tmp / "audit.jsonl", key)
+    assert (result.ok, result.file, result.line) == (False, str(rotated[2]), 1)
+
+
+def test_a_crash_between_rename_and_first_write_resumes_from_the_renamed_file(tmp: Path, key: bytes) -> None:
+    fill(tmp, key, 4)
+    (tmp / "audit.jsonl").rename(tmp / "audit.jsonl.000000000001")  # as a rotation leaves it, live file gone
+    fill(tmp, key, 2)
+    assert check(tmp, key) == (True, None, "")
+    first = json.loads(lines(tmp / "audit.jsonl")[0])
+    assert (first["event"], first["seq"], first["previous_file"]) == ("audit.continued", 5,
+                                                                       "audit.jsonl.000000000001")
+
+
+@pytest.mark.parametrize(("variable", "value"), [("LLMBDO_AUDIT_MAX_BYTES", "big"), ("LLMBDO_AUDIT_MAX_BYTES", "10"),
+                                                   ("LLMBDO_AUDIT_KEEP", "-1")])
+def test_rotation_settings_are_checked(variable: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable):
+        rotation_from_env()
+
+
+def test_the_newest_entries_are_read_back_across_a_rotation(tmp: Path, key: bytes) -> None:
+    log = rotating(tmp, key, 100, keep=50)
+    log.close()
+    live = len(lines(tmp / "audit.jsonl"))
+    newest = read_tail(tmp / "audit.jsonl", live + 5)
+    seqs = [e["seq"] for e in newest]
+    assert len(seqs) == live + 5 and seqs == list(range(seqs[0], seqs[0] - live - 5, -1))
+    assert all("mac" not in e and "prev" not in e for e in newest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from llmbasedos.gateway.policy import Policy
 from llmbasedos.gateway.router import GatewayCall, Router
-from llmbasedos.gateway.session import MAX_BATCH, MAX_IN_FLIGHT, Session
+from llmbasedos.gateway.session import MAX_BATCH, MAX_IN_FLIGHT, POLICY_VIOLATION, Session
+from llmbasedos.gateway.tokens import TokenStore
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.caps import CapsError
 from llmbasedos.settings import Settings
@@ -142,3 +144,100 @@ async def test_oversized_batches_and_floods_are_refused(setup: tuple[Router, Dem
         "data": {"retry_after": 1}}}
     assert session.in_flight == MAX_IN_FLIGHT
     session.close()
+
+
+# -- rights that change while the session is open -----------------------------------------------------------
+
+
+def _other_store(policy: Policy) -> TokenStore:
+    """Another connection to the gateway's database, as `llmbasedos token` opens it."""
+    return TokenStore(policy.owner_token_path.parent / "gateway.db")
+
+
+async def _generation_moves(policy: Policy, before: int) -> None:
+    await wait_until(lambda: policy.clients.generation != before, 10, what="the policy to notice the change")
+
+
+async def test_a_revoked_client_gets_its_next_message_refused_and_its_connection_ended(
+        setup: tuple[Router, Demo, Policy]) -> None:
+    router, demo, policy = setup
+    store = _other_store(policy)
+    try:
+        _, token = store.create("leaver", allow=("mcp.demo.*",))
+        client = policy.authenticate(token, transport="test", remote="r")
+        sent: list[Any] = []
+        ended: list[tuple[int, str]] = []
+        session = Session(router, client, sent.append, transport="test")
+        session.end = lambda code, reason: ended.append((code, reason))
+        session.receive({"jsonrpc": "2.0", "id": 1, "method": "mcp.demo.work", "params": {"steps": 0, "hang": True}})
+        await asyncio.wait_for(demo.started.wait(), 10)
+        before = policy.clients.generation
+        store.revoke("leaver")
+        await _generation_moves(policy, before)
+        session.receive({"jsonrpc": "2.0", "id": 2, "method": "mcp.demo.work", "params": {"steps": 0}})
+        refusal = errors.Unauthorized("Token revoked or expired").to_error()
+        assert sent == [{"jsonrpc": "2.0", "id": 2, "error": refusal}]
+        assert ended == [(POLICY_VIOLATION, "token revoked or expired")] and POLICY_VIOLATION == 1008
+        await asyncio.wait_for(demo.cancelled.wait(), 10)  # its call in flight is stopped too
+        session.receive([{"jsonrpc": "2.0", "id": 3, "method": "mcp.demo.work", "params": {"steps": 0}}])
+        await asyncio.sleep(0)
+        assert len(sent) == 1 and len(ended) == 1 and len(demo.calls) == 1  # nothing more runs or answers
+    finally:
+        store.close()
+
+
+async def test_an_expired_client_is_refused_on_its_open_session(setup: tuple[Router, Demo, Policy]) -> None:
+    router, _, policy = setup
+    store = _other_store(policy)
+    try:
+        _, token = store.create("brief", allow=("mcp.demo.*",))
+        client = policy.authenticate(token, transport="test", remote="r")
+        sent: list[Any] = []
+        ended: list[tuple[int, str]] = []
+        session = Session(router, client, sent.append, transport="test")
+        session.end = lambda code, reason: ended.append((code, reason))
+        store.update("brief", expires=time.time() + 1.0)
+        rid = 0
+
+        def refused() -> bool:
+            nonlocal rid
+            if ended:
+                return True
+            rid += 1
+            session.receive({"jsonrpc": "2.0", "id": rid, "method": "mcp.demo.work", "params": {"steps": 0}})
+            return False
+
+        await wait_until(refused, 10, what="the expiry to end the session")
+        await wait_until(lambda: any(m.get("id") == rid for m in sent), what="the last answer")
+        answers = {m["id"]: m for m in sent}
+        assert "error" in answers[rid] and answers[rid]["error"]["code"] == errors.UNAUTHORIZED
+        # Before the expiry, answered as usual (calls still running when it ended are cancelled, unanswered).
+        assert all("result" in m for i, m in answers.items() if i != rid)
+        with pytest.raises(errors.Unauthorized, match="expired"):
+            policy.authenticate(token, transport="test", remote="r")
+    finally:
+        store.close()
+
+
+async def test_a_changed_allowlist_applies_to_the_next_message(setup: tuple[Router, Demo, Policy]) -> None:
+    router, _, policy = setup
+    store = _other_store(policy)
+    try:
+        _, token = store.create("mover", allow=("mcp.demo.*",))
+        sent: list[Any] = []
+        ended: list[tuple[int, str]] = []
+        session = Session(router, policy.authenticate(token, transport="test", remote="r"), sent.append,
+                          transport="test")
+        session.end = lambda code, reason: ended.append((code, reason))
+        session.receive({"jsonrpc": "2.0", "id": 1, "method": "mcp.demo.work", "params": {"steps": 0}})
+        await wait_until(lambda: len(sent) == 1, what="the first answer")
+        assert sent[0]["result"]["client"] == "mover"
+        before = policy.clients.generation
+        store.update("mover", allow=("mcp.hello",))
+        await _generation_moves(policy, before)
+        session.receive({"jsonrpc": "2.0", "id": 2, "method": "mcp.demo.work", "params": {"steps": 0}})
+        await wait_until(lambda: len(sent) == 2, what="the second answer")
+        assert sent[1]["error"]["code"] == errors.FORBIDDEN
+        assert session.client.allow == ("mcp.hello",) and ended == [] and not session.revoked
+    finally:
+        store.close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llmbasedos.gateway.tokens import TOKEN_PREFIX, TokenError, TokenStore, hash_token
+from llmbasedos.gateway.store_health import StoreCorrupt
+from llmbasedos.gateway.tokens import TOKEN_PREFIX, TokenError, TokenStore, connect, hash_token
 
 
 @pytest.fixture
@@ -134,3 +137,114 @@ def test_owner_file_is_adopted_by_a_new_database(store: TokenStore, data_dir: Pa
         assert created and fresh.lookup(token) == owner
     finally:
         fresh.close()
+
+
+# -- expiry, in-place changes, the schema of older databases ------------------------------------------------
+
+# The clients table as the first gateway.db files have it: no expiry column.
+_FIRST_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('clients_version', 0);
+CREATE TABLE clients (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, tier TEXT, allow TEXT NOT NULL,
+    is_owner INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, revoked REAL
+);
+"""
+
+
+def test_an_older_database_keeps_its_clients_and_gains_expiries(data_dir: Path) -> None:
+    path = data_dir / "gateway.db"
+    old = sqlite3.connect(path)
+    old.executescript(_FIRST_SCHEMA)
+    token = TOKEN_PREFIX + "x" * 43
+    old.execute("INSERT INTO clients VALUES ('c_1', 'laptop', ?, NULL, '[\"mcp.fs.*\"]', 0, 1.0, NULL)",
+                (hash_token(token),))
+    old.commit()
+    old.close()
+    store = TokenStore(path)
+    try:
+        record = store.lookup(token)
+        assert record is not None and record.name == "laptop" and record.expires is None and record.active
+        created, new = store.create("phone", expires=time.time() + 3600)
+        assert store.lookup(new) == created and created.expires is not None
+    finally:
+        store.close()
+    again = TokenStore(path)  # opening a migrated database again changes nothing
+    try:
+        assert {r.name for r in again.list()} == {"laptop", "phone"}
+    finally:
+        again.close()
+
+
+def test_update_changes_rights_in_place(store: TokenStore, data_dir: Path) -> None:
+    record, token = store.create("tablet", tier="pro", allow=("mcp.fs.*",))
+    version = store.version()
+    other = TokenStore(data_dir / "gateway.db")  # what `llmbasedos token update` opens
+    try:
+        soon = time.time() + 60
+        changed = other.update("tablet", allow=("mcp.hello", "admin.read"), tier=None, expires=soon)
+        assert (changed.allow, changed.tier, changed.expires, changed.id) == (("mcp.hello", "admin.read"), None,
+                                                                              soon, record.id)
+        assert other.update(record.id, tier="elite").tier == "ELITE"  # by id too; the rest stays
+    finally:
+        other.close()
+    assert store.version() != version  # the gateway's store sees another process's change
+    found = store.lookup(token)  # the same token, the new rights
+    assert found is not None and found.allow == ("mcp.hello", "admin.read") and found.tier == "ELITE"
+    assert found.expires == soon
+    assert store.update("tablet", expires=None).expires is None
+    version = store.version()
+    store.update("tablet", allow=("mcp.fs.read",))
+    assert store.version() != version  # and its own changes
+
+
+def test_update_refuses_what_it_must_not_change(store: TokenStore, data_dir: Path) -> None:
+    store.ensure_owner(data_dir / "owner.token")
+    with pytest.raises(TokenError, match="cannot be changed"):
+        store.update("owner", allow=("mcp.hello",))
+    with pytest.raises(TokenError, match="no active client"):
+        store.update("nobody", allow=("mcp.hello",))
+    store.create("gone")
+    store.revoke("gone")
+    with pytest.raises(TokenError, match="no active client"):
+        store.update("gone", allow=("*",))
+    store.create("late")
+    with pytest.raises(TokenError, match="in the past"):
+        store.update("late", expires=time.time() - 1)
+    with pytest.raises(TokenError, match="in the past"):
+        store.create("later", expires=time.time() - 1)
+    assert {r.name for r in store.list(include_revoked=False)} == {"owner", "late"}
+
+
+def test_an_expired_token_is_reported_as_such(store: TokenStore) -> None:
+    record, token = store.create("brief", expires=time.time() + 100)
+    found = store.lookup(token)
+    assert found is not None and not found.expired() and found.expired(time.time() + 101)
+    assert record.to_dict()["expires"] == record.expires
+
+
+def test_a_file_that_is_not_a_database_is_reported_as_corrupt(data_dir: Path) -> None:
+    path = data_dir / "gateway.db"
+    path.write_bytes(b"this is not SQLite at all\n" * 400)
+    with pytest.raises(StoreCorrupt) as caught:
+        TokenStore(path)
+    message = str(caught.value)
+    assert caught.value.path == path and str(path) in message
+    assert "move the file aside" in message and "token create" in message
+
+
+def test_damaged_pages_behind_a_sound_header_are_reported_as_corrupt(data_dir: Path) -> None:
+    path = data_dir / "gateway.db"
+    store = TokenStore(path)
+    for i in range(300):
+        store.create(f"client-{i}")
+    store.close()
+    size = path.stat().st_size
+    assert size > 4 * 4096 and not (data_dir / "gateway.db-wal").exists()
+    with open(path, "r+b") as fh:  # keep page 1 (header and schema), overwrite the table pages
+        fh.seek(2 * 4096)
+        fh.write(b"\xa5" * (size - 2 * 4096))
+    with pytest.raises(StoreCorrupt, match=r"gateway\.db is corrupt"):
+        connect(path)
+    with pytest.raises(StoreCorrupt):
+        TokenStore(path)

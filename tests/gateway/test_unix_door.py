@@ -6,7 +6,7 @@ import stat
 
 from llmbasedos.protocol import errors
 from llmbasedos.rpc_client import RPCClient
-from tests.gateway.harness import Env, GatewayProcess, UnixClient, wait_until
+from tests.gateway.harness import Env, GatewayProcess, UnixClient, WsClient, wait_until
 
 
 async def test_socket_is_0660_and_acts_as_the_owner(env: Env) -> None:
@@ -109,3 +109,33 @@ async def test_local_service_acts_for_a_client_with_its_rights_only(env: Env) ->
         assert (await c.next_message())["result"]["name"] == "owner"
     finally:
         await c.close()
+
+
+async def test_the_run_making_a_call_reaches_the_backend_from_the_unix_door_only(env: Env) -> None:
+    env.start_backend("twin")
+    gw = env.start_gateway()
+    laptop_id, laptop_token = gw.create_client("laptop", allow=("mcp.twin.whoami",))
+    c = await UnixClient.open(gw.socket)
+    try:
+        await c.send({"jsonrpc": "2.0", "id": 1, "method": "mcp.twin.whoami",
+                      "caller": {"client_id": laptop_id, "run": "x_parent"}})
+        seen = (await c.next_message())["result"]
+        assert (seen["name"], seen["run"]) == ("laptop", "x_parent")
+        # A run started on the agent's own socket has no client id: it acts as the door's owner.
+        await c.send({"jsonrpc": "2.0", "id": 2, "method": "mcp.twin.whoami", "caller": {"run": "x_local"}})
+        seen = (await c.next_message())["result"]
+        assert (seen["name"], seen["run"]) == ("owner", "x_local")
+        for rid, run in ((3, 7), (4, ""), (5, "x" * 65)):
+            await c.send({"jsonrpc": "2.0", "id": rid, "method": "mcp.twin.whoami",
+                          "caller": {"client_id": laptop_id, "run": run}})
+            answer = await c.next_message()
+            assert answer["error"]["code"] == errors.INVALID_REQUEST and "caller.run" in answer["error"]["message"]
+        await c.send({"jsonrpc": "2.0", "id": 6, "method": "mcp.twin.whoami", "caller": {"client_id": laptop_id}})
+        assert "run" not in (await c.next_message())["result"]
+    finally:
+        await c.close()
+    # A /ws client's "caller" is ignored: it cannot claim to be a run.
+    async with WsClient.connect(gw.ws_url, laptop_token) as ws:
+        await ws.send({"jsonrpc": "2.0", "id": 1, "method": "mcp.twin.whoami", "caller": {"run": "x_forged"}})
+        seen = (await ws.next_message())["result"]
+    assert seen["name"] == "laptop" and "run" not in seen

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,6 +145,19 @@ class AgentStack:
 
     def start_agent(self) -> ServerHandle:
         return self._start("agent", LLMBDO_WORKFLOWS_DIR=str(self.workflows))
+
+    def create_token(self, name: str, *allow: str) -> str:
+        """`llmbasedos token create NAME --allow ...`, as a person would; returns the token it prints."""
+        out = subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "create", name, "--state-dir",
+                              str(self.env.state), "--allow", *allow], env=self.env.env, capture_output=True,
+                             text=True, check=True, timeout=60)
+        return out.stdout.strip().splitlines()[-1]
+
+    def update_token(self, name: str, *args: str) -> None:
+        """`llmbasedos token update NAME ...` while the stack runs."""
+        subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "update", name, *args, "--state-dir",
+                        str(self.env.state)], env=self.env.env, capture_output=True, text=True, check=True,
+                       timeout=60)
 
     def write_workflow(self, name: str, text: str) -> None:
         (self.workflows / name).write_text(text.replace("{port}", str(self.http.port)), encoding="utf-8")

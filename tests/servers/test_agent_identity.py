@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from llmbasedos.protocol import errors
 from tests.gateway.harness import wait_until
@@ -68,14 +67,6 @@ def stack() -> Iterator[AgentStack]:
         s.close()
 
 
-def _token_create(stack: AgentStack, name: str, *allow: str) -> str:
-    """`llmbasedos token create NAME --allow ...`, as a person would; returns the token it prints."""
-    out = subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "create", name, "--state-dir",
-                          str(stack.env.state), "--allow", *allow], env=stack.env.env, capture_output=True,
-                         text=True, check=True, timeout=60)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def _audit(stack: AgentStack) -> list[dict[str, Any]]:
     try:
         lines = (stack.env.state / "logs" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
@@ -85,7 +76,7 @@ def _audit(stack: AgentStack) -> list[dict[str, Any]]:
 
 
 async def test_a_client_without_write_rights_cannot_write_through_a_workflow(stack: AgentStack) -> None:
-    token = _token_create(stack, "reader", "mcp.fs.read", "mcp.fs.list", "mcp.agent.*")
+    token = stack.create_token("reader", "mcp.fs.read", "mcp.fs.list", "mcp.agent.*")
     async with stack.client(token) as reader:
         me = (await reader.call("mcp.licence.check"))["client"]
         with pytest.raises(errors.Forbidden):
@@ -122,14 +113,14 @@ async def test_a_client_without_write_rights_cannot_write_through_a_workflow(sta
 
 
 async def test_a_client_without_agent_rights_cannot_start_workflows(stack: AgentStack) -> None:
-    token = _token_create(stack, "fsonly", "mcp.fs.*")
+    token = stack.create_token("fsonly", "mcp.fs.*")
     async with stack.client(token) as c:
         with pytest.raises(errors.Forbidden):
             await c.call("mcp.agent.runWorkflow", {"workflow_id": "copy"})
 
 
 async def test_a_client_revoked_mid_run_stops_acting(stack: AgentStack) -> None:
-    token = _token_create(stack, "leaver", "mcp.fs.read", "mcp.agent.*")
+    token = stack.create_token("leaver", "mcp.fs.read", "mcp.agent.*")
     stack.http.slow_started.clear()
     stack.http.release.clear()
     async with stack.client(token) as c:
@@ -144,8 +135,38 @@ async def test_a_client_revoked_mid_run_stops_acting(stack: AgentStack) -> None:
     assert f"code {errors.UNAUTHORIZED}" in status["error"]
 
 
+@pytest.mark.parametrize(("change", "code"), [(("--expires", "1s"), errors.UNAUTHORIZED),
+                                              (("--allow", "mcp.agent.*"), errors.FORBIDDEN)])
+async def test_a_client_changed_mid_run_acts_with_its_new_rights(stack: AgentStack, change: tuple[str, ...],
+                                                                 code: int) -> None:
+    """`token update` during a run: an expiry stops it acting, a narrowed allowlist narrows what it may do."""
+    name = f"changed{len(change[1])}"
+    token = stack.create_token(name, "mcp.fs.read", "mcp.agent.*")
+    stack.http.slow_started.clear()
+    stack.http.release.clear()
+    async with stack.client(token) as c:
+        started = await c.call("mcp.agent.runWorkflow", {"workflow_id": "wait_then_read"})
+        await wait_until(stack.http.slow_started.is_set, what="the run to reach its waiting step")
+    stack.update_token(name, *change)
+
+    async def in_force() -> bool:  # the change as the gateway sees it, before the run goes on
+        try:
+            async with stack.client(token) as probe:
+                return "mcp.fs.read" not in (await probe.call("mcp.hello"))["methods"]
+        except InvalidStatus:
+            return True
+
+    await wait_until(in_force, what="the change to be in force")
+    stack.http.release.set()
+    async with stack.client() as owner:
+        status = await stack.wait_done(owner, started["execution_id"])
+    assert status["state"] == "failed"
+    assert status["log"][-1]["step"] == "read"
+    assert f"code {code}" in status["error"]
+
+
 async def test_ws_clients_cannot_borrow_an_identity_with_caller(stack: AgentStack) -> None:
-    token = _token_create(stack, "borrower", "mcp.fs.read", "mcp.licence.check")
+    token = stack.create_token("borrower", "mcp.fs.read", "mcp.licence.check")
     async with stack.client() as owner:
         owner_id = (await owner.call("mcp.licence.check"))["client"]["id"]
     async with stack.client(token) as c:
@@ -157,12 +178,13 @@ async def test_ws_clients_cannot_borrow_an_identity_with_caller(stack: AgentStac
 
 
 async def test_calls_carry_the_identity_of_the_client_that_started_the_run(stack: AgentStack) -> None:
-    token = _token_create(stack, "asker", "mcp.twin.whoami", "mcp.agent.*")
+    token = stack.create_token("asker", "mcp.twin.whoami", "mcp.agent.*")
     async with stack.client(token) as c:
         me = await wait_until(lambda: _whoami(c), what="the twin backend routed")
         status = await stack.run(c, "whoami")
     assert status["state"] == "succeeded", status["error"]
-    assert status["outputs"]["me"] == me
+    # The same identity, and the run making the call next to it (so the runs a run starts are its children).
+    assert status["outputs"]["me"] == {**me, "run": status["id"]}
     assert me["name"] == "asker"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from llmbasedos.common_utils import VirtualRoot
 from llmbasedos.protocol import errors
+from llmbasedos.servers.sync.local_remotes import LocalRemotes, judge, reach
 from llmbasedos.servers.sync.rclone_args import (
     allowed_flags,
     build_argv,
@@ -27,7 +29,8 @@ from llmbasedos.servers.sync.rclone_log import (
     parse_line,
     progress_from_stats,
 )
-from llmbasedos.servers.sync.remotes import Remote, read_remotes
+from llmbasedos.servers.sync.remotes import Remote, Wrapped, read_remotes
+from llmbasedos.servers.sync.store import JobRecord, JobStore
 
 CAPS = Path(__file__).resolve().parents[2] / "llmbasedos_src" / "servers" / "sync" / "caps.json"
 REMOTES = {"backup": Remote("backup", "alias"), "disk": Remote("disk", "local")}
@@ -77,6 +80,18 @@ def test_false_boolean_flag_is_dropped() -> None:
     (["--exclude-from=/etc/shadow"], "not allowed"),
     (["--copy-links"], "not allowed"),
     (["--log-file=/tmp/x"], "not allowed"),
+    # Flags that name a file or folder, or change how a backend reaches the disk: none is on the allowlist.
+    (["--filter-from=/etc/passwd"], "not allowed"),
+    (["--include-from", "/etc/passwd"], "not allowed"),
+    (["--backup-dir=/etc"], "not allowed"),
+    (["--compare-dest=/etc"], "not allowed"),
+    (["--copy-dest=/etc"], "not allowed"),
+    (["--temp-dir=/etc"], "not allowed"),
+    (["--cache-dir=/etc"], "not allowed"),
+    (["--links"], "not allowed"),
+    (["--local-copy-links"], "not allowed"),
+    (["--alias-remote=/etc"], "not allowed"),
+    (["--crypt-remote=disk:/etc"], "not allowed"),
     (["--rc"], "not allowed"),
     (["-L"], "not an allowed flag"),
     (["-x"], "not an allowed flag"),
@@ -139,7 +154,8 @@ def test_remote_location(vroot: VirtualRoot) -> None:
     ("-x", errors.InvalidParams, "must not start with '-'"),
     ("--config=/etc/x", errors.InvalidParams, "must not start with '-'"),
     ("nope:x", errors.InvalidParams, "unknown remote 'nope'"),
-    ("backup,remote=x:y", errors.InvalidParams, "unknown remote"),
+    ("backup,remote=x:y", errors.InvalidParams, "connection-string"),
+    ("disk,copy_links:/etc", errors.InvalidParams, "connection-string"),
     (":local:/etc", errors.InvalidParams, "on-the-fly"),
     ("backup:../x", errors.InvalidParams, "'..'"),
     ("backup:a/../../x", errors.InvalidParams, "'..'"),
@@ -204,6 +220,159 @@ def test_encrypted_or_broken_config_is_feature_unavailable(base: Path) -> None:
     conf.write_text("type = local\n")
     with pytest.raises(errors.FeatureUnavailable):
         read_remotes(conf)
+
+
+def test_read_remotes_keeps_what_wrapping_remotes_store_data_in(base: Path) -> None:
+    conf = base / "rclone.conf"
+    conf.write_text("[disk]\ntype = local\ncopy_links = true\n\n[a]\ntype = alias\nremote = disk:/etc\n\n"
+                    "[c]\ntype = crypt\nremote = a:sub\npassword = SECRET\n\n"
+                    '[u]\ntype = union\nupstreams = a: "/tmp/x y":ro c:nc\n\n'
+                    "[m]\ntype = combine\nupstreams = docs=disk:/home pics=a:p\n")
+    remotes = read_remotes(conf)
+    assert remotes["disk"].copy_links is True and remotes["disk"].wraps == ()
+    assert remotes["a"].wraps == (Wrapped("disk:/etc", True),)
+    assert remotes["c"].wraps == (Wrapped("a:sub", False),)
+    assert remotes["u"].wraps == (Wrapped("a:", True), Wrapped("/tmp/x y", True), Wrapped("c", True))
+    assert remotes["m"].wraps == (Wrapped("disk:/home", False), Wrapped("a:p", False))
+    assert "SECRET" not in repr(remotes)
+
+
+# -- remotes that reach the local disk -----------------------------------------------------------------------
+
+CHAIN = {
+    "disk": Remote("disk", "local"),
+    "shouty": Remote("shouty", " LOCAL"),
+    "linky": Remote("linky", "local", copy_links=True),
+    "dav": Remote("dav", "webdav"),
+    "net": Remote("net", "alias", (Wrapped("dav:x", True),)),
+    "etc": Remote("etc", "alias", (Wrapped("disk:/etc", True),)),
+    "srv": Remote("srv", "alias", (Wrapped("/srv/data", True),)),
+    "deep": Remote("deep", "alias", (Wrapped("srv:sub", True),)),
+    "sealed": Remote("sealed", "crypt", (Wrapped("srv:box", False),)),
+    "pool": Remote("pool", "union", (Wrapped("net:", True), Wrapped("/tmp", True))),
+    "mixed": Remote("mixed", "combine", (Wrapped("dav:", False), Wrapped("disk:/home", False))),
+    "climb": Remote("climb", "alias", (Wrapped("disk:/srv/../etc", True),)),
+    "loop": Remote("loop", "alias", (Wrapped("loop2:", True),)),
+    "loop2": Remote("loop2", "crypt", (Wrapped("loop:", False),)),
+    "ghost": Remote("ghost", "alias", (Wrapped("nowhere:x", True),)),
+    "rel": Remote("rel", "alias", (Wrapped("data", True),)),
+    "relremote": Remote("relremote", "alias", (Wrapped("disk:data", True),)),
+    "fly": Remote("fly", "alias", (Wrapped(":local:/etc", True),)),
+    "conn": Remote("conn", "crypt", (Wrapped("dav,url=http://x:y", False),)),
+    "follow": Remote("follow", "alias", (Wrapped("linky:/srv", True),)),
+}
+
+
+@pytest.mark.parametrize("name, path, folders", [
+    ("etc", "", ("/etc",)),
+    ("etc", "passwd", ("/etc/passwd",)),
+    ("srv", "/a/b", ("/srv/data/a/b",)),
+    ("deep", "x", ("/srv/data/sub/x",)),
+    ("sealed", "anything/at/all", ("/srv/data/box",)),  # crypt stores every path below its own folder
+    ("pool", "x", ("/tmp/x",)),
+    ("mixed", "x", ("/home",)),
+    ("climb", "", ("/etc",)),
+])
+def test_chains_that_reach_local_folders(name: str, path: str, folders: tuple[str, ...]) -> None:
+    found = reach(CHAIN, name, path)
+    assert found is not None and found.problem is None and not found.direct
+    assert found.folders == folders
+
+
+def test_remotes_off_this_machine_do_not_reach_the_disk() -> None:
+    assert reach(CHAIN, "dav", "x") is None and reach(CHAIN, "net", "/etc") is None
+    direct = reach(CHAIN, "disk", "/etc")
+    assert direct is not None and direct.direct
+    shouty = reach(CHAIN, "shouty", "/etc")
+    assert shouty is not None and shouty.direct
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("loop", "refers to itself"),
+    ("ghost", "'nowhere', which is not a remote"),
+    ("rel", "relative folder"),
+    ("relremote", "relative path"),
+    ("fly", "on-the-fly"),
+    ("conn", "connection string"),
+    ("follow", "copy_links"),
+])
+def test_chains_that_cannot_be_checked(name: str, fragment: str, base: Path) -> None:
+    found = reach(CHAIN, name, "x")
+    assert found is not None and found.problem is not None and fragment in found.problem
+    for policy in LocalRemotes:
+        verdict = judge(CHAIN, name, "x", policy, base)
+        assert verdict.local and verdict.refused is not None and "cannot be checked" in verdict.refused
+
+
+def test_judge_refuses_local_remotes_by_default_and_confines_them_on_request(base: Path) -> None:
+    root = (base / "root").resolve()
+    (root / "inside").mkdir(parents=True)
+    (root / "out").symlink_to(base)
+    remotes = {**CHAIN,
+               "kept": Remote("kept", "alias", (Wrapped(f"{root}/inside", True),)),
+               "tricky": Remote("tricky", "alias", (Wrapped(f"{root}/out/elsewhere", True),))}
+    refused = judge(remotes, "etc", "", LocalRemotes.REFUSE, root)
+    assert refused.refused is not None
+    assert "remote 'etc'" in refused.refused and "LLMBDO_SYNC_LOCAL_REMOTES=confine" in refused.refused
+    assert judge(remotes, "dav", "", LocalRemotes.REFUSE, root) == judge(remotes, "dav", "", LocalRemotes.CONFINE,
+                                                                         root)
+    assert judge(remotes, "disk", "/etc", LocalRemotes.CONFINE, root).direct
+    kept = judge(remotes, "kept", "x", LocalRemotes.CONFINE, root)
+    assert kept.refused is None and kept.folders == (root / "inside" / "x",)
+    for name in ("etc", "tricky", "pool"):  # outside the root, the last through a symlink inside it
+        verdict = judge(remotes, name, "", LocalRemotes.CONFINE, root)
+        assert verdict.refused is not None and "outside the virtual root" in verdict.refused, name
+
+
+def test_local_remote_paths_are_refused_or_confined(vroot: VirtualRoot) -> None:
+    with pytest.raises(errors.Forbidden) as info:
+        parse_location("source", "disk:/etc", vroot, CHAIN, must_exist=False)
+    assert "remote 'disk'" in info.value.message and "LLMBDO_SYNC_LOCAL_REMOTES" in info.value.message
+    confine = LocalRemotes.CONFINE
+    etc = parse_location("source", "disk:/etc", vroot, CHAIN, must_exist=False, local_remotes=confine)
+    assert etc.host == vroot.root / "etc" and etc.arg == str(vroot.root / "etc") and etc.display == "/etc"
+    rel = parse_location("source", "disk:docs", vroot, CHAIN, must_exist=True, local_remotes=confine)
+    assert rel.host == vroot.root / "docs"
+    whole = parse_location("source", "disk:", vroot, CHAIN, must_exist=True, local_remotes=confine)
+    assert whole.host == vroot.root
+    with pytest.raises(errors.PathOutsideRoot):
+        parse_location("source", "disk:../..", vroot, CHAIN, must_exist=False, local_remotes=confine)
+    with pytest.raises(errors.NotFound):
+        parse_location("source", "disk:/etc", vroot, CHAIN, must_exist=True, local_remotes=confine)
+
+
+# -- job records -----------------------------------------------------------------------------------------------
+
+
+def test_job_store_made_before_owners_keeps_its_jobs_for_the_owner(base: Path) -> None:
+    path = base / "jobs.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, mode TEXT NOT NULL, source TEXT NOT NULL,
+            destination TEXT NOT NULL, dry_run INTEGER NOT NULL, flags TEXT NOT NULL, state TEXT NOT NULL,
+            created_at REAL NOT NULL, started_at REAL, ended_at REAL, pid INTEGER, exit_code INTEGER, error TEXT,
+            progress TEXT, check_summary TEXT);
+        INSERT INTO jobs VALUES ('job-old', 'copy', '/a', 'b:c', 0, '[]', 'succeeded', 1.0, 1.0, 2.0, NULL, 0,
+            NULL, NULL, NULL);
+    """)
+    old.close()
+    store = JobStore(path)
+    try:
+        store.save(JobRecord(id="job-new", mode="copy", source="/a", destination="b:d", dry_run=False, flags=[],
+                             state="queued", created_at=3.0, client_id="c_alice"))
+        assert [r.id for r in store.recent()] == ["job-new", "job-old"]
+        old_job = store.get("job-old")
+        assert old_job is not None and old_job.client_id is None
+        assert [r.id for r in store.recent(client_id="c_alice")] == ["job-new"]
+        assert store.recent(client_id="c_bob") == []
+    finally:
+        store.close()
+    reopened = JobStore(path)  # the added column is found, not added twice
+    try:
+        new_job = reopened.get("job-new")
+        assert new_job is not None and new_job.client_id == "c_alice"
+    finally:
+        reopened.close()
 
 
 # -- reading rclone's output ---------------------------------------------------------------------------------

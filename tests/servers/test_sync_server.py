@@ -1,79 +1,40 @@
-"""The sync server as a real process, driving the real rclone on a temporary rclone.conf.
-
-Remotes: `disk` (type local), `backup` (an alias of a directory) and `vault` (crypt over a directory, with a
-password obscured by `rclone obscure`). Long jobs are a large sparse file sent with --bwlimit, so they run until
-stopped. Every wait polls a condition with a deadline.
+"""The sync server as a real process, driving the real rclone on a temporary rclone.conf (remotes and helpers:
+sync_harness.py). Remotes that reach the local disk: test_sync_local_remotes.py; job owners: test_sync_owners.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from tests.servers.sync_harness import (
+    BIG,
+    SLOW,
+    SyncEnv,
+    big_file,
+    connect,
+    gone,
+    make_env,
+    tree,
+    until,
+    wait_running,
+    wait_state,
+)
 from tests.support.procs import ServerHandle
 from tests.support.procs import start_server as start_process
-
-PASSWORD = "correct horse battery staple"
-BIG = 1 << 30  # sparse: costs no disk on the source side
-SLOW = ["--bwlimit=1M"]
-
-
-@dataclass
-class SyncEnv:
-    base: Path
-    root: Path
-    remote: Path
-    crypt: Path
-    conf: Path
-    obscured: str
-    env: dict[str, str]
-
-
-def make_env(**extra: str) -> SyncEnv:
-    base = Path(tempfile.mkdtemp(prefix="lbsy", dir="/tmp"))
-    root, remote, crypt = base / "root", base / "remote", base / "crypt"
-    for d in (root, remote, crypt):
-        d.mkdir()
-    obscured = subprocess.run(["rclone", "obscure", PASSWORD], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    conf = base / "rclone.conf"
-    conf.write_text(f"[disk]\ntype = local\n\n[backup]\ntype = alias\nremote = {remote}\n\n"
-                    f"[vault]\ntype = crypt\nremote = {crypt}\npassword = {obscured}\n")
-    env = {
-        "LLMBDO_STATE_DIR": str(base / "state"),
-        "LLMBDO_RUN_DIR": str(base / "run"),
-        "LLMBDO_DATA_DIR": str(base / "data"),
-        "LLMBDO_LOG_DIR": str(base / "logs"),
-        "LLMBDO_CONFIG_DIR": str(base / "config"),
-        "LLMBDO_VIRTUAL_ROOT": str(root),
-        "LLMBDO_RCLONE_CONFIG": str(conf),
-        "LLMBDO_DEBUG": "1",  # results are checked against their result_schema
-        # If any of these reached rclone, copies would silently do nothing: the environment must be scrubbed.
-        "RCLONE_DRY_RUN": "true",
-        "RCLONE_EXCLUDE": "*",
-        **extra,
-    }
-    return SyncEnv(base, root, remote, crypt, conf, obscured, env)
 
 
 @pytest.fixture
 def senv() -> Iterator[SyncEnv]:
     env = make_env()
     yield env
-    shutil.rmtree(env.base, ignore_errors=True)
+    env.close()
 
 
 @pytest.fixture(scope="module")
@@ -86,66 +47,7 @@ def shared() -> Iterator[tuple[SyncEnv, ServerHandle]]:
     handle = start_process("sync", env.env)
     yield env, handle
     handle.stop()
-    shutil.rmtree(env.base, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def connect(handle: ServerHandle) -> AsyncIterator[RPCClient]:
-    client = await RPCClient.connect_unix(str(handle.socket))
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie left to a parent that does not reap counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def wait_running(client: RPCClient, job_id: str) -> dict[str, Any]:
-    """Until rclone has sent stats showing bytes moving."""
-
-    async def probe() -> dict[str, Any] | None:
-        st = await client.call("mcp.sync.getJobStatus", {"job_id": job_id})
-        assert st["state"] in ("queued", "running"), st
-        ok = st["state"] == "running" and st["progress"] and st["progress"]["bytes"] > 0
-        return st if ok else None
-
-    return await until(probe, f"job {job_id} to be running")  # type: ignore[no-any-return]
-
-
-async def wait_state(client: RPCClient, job_id: str, *states: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any] | None:
-        st = await client.call("mcp.sync.getJobStatus", {"job_id": job_id})
-        return st if st["state"] in states else None
-
-    return await until(probe, f"job {job_id} to reach {states}")  # type: ignore[no-any-return]
-
-
-def big_file(root: Path, folder: str) -> None:
-    (root / folder).mkdir(parents=True, exist_ok=True)
-    with open(root / folder / "big.bin", "wb") as fh:
-        fh.truncate(BIG)
-
-
-def tree(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): p.read_text() for p in sorted(path.rglob("*")) if p.is_file()}
+    env.close()
 
 
 # -- remotes ------------------------------------------------------------------------------------------------
@@ -156,11 +58,14 @@ async def test_list_remotes_gives_names_and_types_never_secrets(shared: tuple[Sy
     async with connect(handle) as c:
         remotes = await c.call("mcp.sync.listRemotes", {})
         legacy = await c.call("mcp.sync.listRemotes", [])
-    assert remotes == [{"name": "backup", "type": "alias"}, {"name": "disk", "type": "local"},
-                       {"name": "vault", "type": "crypt"}]
+    assert [(r["name"], r["type"]) for r in remotes] == [
+        ("backup", "alias"), ("dav", "webdav"), ("disk", "local"), ("etc", "alias"), ("kept", "alias"),
+        ("loop", "alias"), ("outside", "alias"), ("pool", "union"), ("sealed", "crypt"), ("vault", "crypt")]
     assert legacy == remotes
     text = json.dumps(remotes)
     assert env.obscured not in text and str(env.base) not in text and "password" not in text
+    assert env.dav.url not in text
+
 
 
 # -- jobs end to end ----------------------------------------------------------------------------------------
@@ -219,15 +124,6 @@ async def test_sync_dry_run_changes_nothing_then_sync_mirrors(senv: SyncEnv, sta
         assert real["progress"]["deletes"] == 1
 
 
-async def test_move_to_a_local_remote(senv: SyncEnv, start_server: Any) -> None:
-    (senv.root / "outbox").mkdir()
-    (senv.root / "outbox" / "letter.txt").write_text("dear")
-    handle = start_server("sync", senv.env)
-    async with connect(handle) as c:
-        out = await c.call("mcp.sync.runJob", ["/outbox", f"disk:{senv.base}/sent", "move", False, [], True])
-    assert out["state"] == "succeeded", out
-    assert tree(senv.base / "sent") == {"letter.txt": "dear"}
-    assert tree(senv.root / "outbox") == {}
 
 
 async def test_check_reports_identical_then_differences(senv: SyncEnv, start_server: Any) -> None:
@@ -439,6 +335,10 @@ async def test_crash_mid_job_is_reported_interrupted_after_restart(senv: SyncEnv
 # -- refusals -----------------------------------------------------------------------------------------------
 
 
+def _at(value: Any, base: Path) -> Any:
+    return value.replace("{base}", str(base)) if isinstance(value, str) else value
+
+
 @pytest.mark.parametrize("params, error, fragment", [
     ({"flags": ["--config=/tmp/evil.conf"]}, errors.InvalidParams, "not allowed"),
     ({"flags": ["--password-command", "touch /tmp/pwned"]}, errors.InvalidParams, "not allowed"),
@@ -451,6 +351,20 @@ async def test_crash_mid_job_is_reported_interrupted_after_restart(senv: SyncEnv
     ({"destination": "--password-command=sh"}, errors.InvalidParams, "must not start with '-'"),
     ({"destination": "nope:x"}, errors.InvalidParams, "unknown remote 'nope'"),
     ({"destination": ":local:/tmp/x"}, errors.InvalidParams, "on-the-fly"),
+    ({"destination": ":alias,remote=/tmp:x"}, errors.InvalidParams, "on-the-fly"),
+    ({"destination": "backup,remote=disk:x"}, errors.InvalidParams, "connection-string"),
+    ({"source": "disk,copy_links:/etc"}, errors.InvalidParams, "connection-string"),
+    # Remotes that reach the local disk are refused by default, whatever the path.
+    ({"source": "disk:/etc"}, errors.Forbidden, "remote 'disk' reaches the local disk"),
+    ({"source": "disk:data"}, errors.Forbidden, "LLMBDO_SYNC_LOCAL_REMOTES=confine"),
+    ({"source": "disk:../.."}, errors.Forbidden, "remote 'disk'"),
+    ({"destination": "disk:{base}/written"}, errors.Forbidden, "remote 'disk'"),
+    ({"source": "etc:"}, errors.Forbidden, "remote 'etc' reaches the local disk"),
+    ({"source": "sealed:"}, errors.Forbidden, "remote 'sealed' reaches the local disk"),
+    ({"destination": "pool:x"}, errors.Forbidden, "remote 'pool' reaches the local disk"),
+    ({"destination": "outside:x"}, errors.Forbidden, "remote 'outside' reaches the local disk"),
+    ({"destination": "kept:x"}, errors.Forbidden, "remote 'kept' reaches the local disk"),
+    ({"destination": "loop:x"}, errors.Forbidden, "cannot be checked"),
     ({"destination": "backup:../../etc"}, errors.InvalidParams, "'..'"),
     ({"source": "../etc"}, errors.PathOutsideRoot, "outside"),
     ({"destination": "/docs/../../../etc"}, errors.PathOutsideRoot, "outside"),
@@ -468,17 +382,19 @@ async def test_injection_and_escapes_are_refused(shared: tuple[SyncEnv, ServerHa
     async with connect(handle) as c:
         before = await c.call("mcp.sync.listJobs", {})
         with pytest.raises(error) as info:
-            await c.call("mcp.sync.runJob", {"source": "/docs", "destination": "backup:out", **params})
+            await c.call("mcp.sync.runJob", {"source": "/docs", "destination": "backup:out",
+                                             **{k: _at(v, env.base) for k, v in params.items()}})
         after = await c.call("mcp.sync.listJobs", {})
     assert fragment in info.value.message
     assert str(env.base) not in info.value.message
     assert after == before  # refused before any job existed
     assert not (env.remote / "out").exists()
+    assert list((env.base / "outside").iterdir()) == [] and not (env.base / "written").exists()
 
 
 async def test_absolute_host_path_stays_inside_the_root(shared: tuple[SyncEnv, ServerHandle]) -> None:
     env, handle = shared
-    outside = env.base / "outside"
+    outside = env.base / "elsewhere"
     outside.mkdir()
     async with connect(handle) as c:
         out = await c.call("mcp.sync.runJob", {"source": "/docs", "destination": str(outside), "wait": True})
@@ -498,6 +414,7 @@ async def test_unknown_job(shared: tuple[SyncEnv, ServerHandle]) -> None:
             await c.call("mcp.sync.stopJob", {"job_id": "job-000000000000"})
         with pytest.raises(errors.InvalidParams):
             await c.call("mcp.sync.getJobStatus", {"job_id": "../../etc/passwd"})
+
 
 
 def test_bad_limit_setting_stops_the_server_with_a_message(senv: SyncEnv) -> None:

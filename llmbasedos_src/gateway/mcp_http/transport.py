@@ -51,7 +51,8 @@ PATH = "/mcp"
 
 log = logging.getLogger("llmbasedos.gateway.mcp_http")
 
-_AUTH_TTL = 2.0  # seconds an authenticated token is trusted before the policy is asked again
+_AUTH_TTL = 2.0  # seconds an authenticated token is trusted before the policy is asked again (if no client
+# changed meanwhile: a change of the policy's clients generation forgets every cached token at once)
 _KEEPALIVE = 15.0
 _WATCH_AFTER = 0.05  # seconds a plain tools/call runs before its caller's disconnect is watched for
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -148,14 +149,21 @@ class McpDoor:
         self.gateway = gateway
         self.policy = gateway.policy
         self.service = McpService(gateway)
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(per_client=gateway.config.mcp_sessions_per_client)
         self.max_body = gateway.settings.max_frame
         self.loopback_only = is_loopback(gateway.config.host)
         self.closing = False
         self._hosts: dict[str, bool] = {}
-        self._auth: dict[str, tuple[float, ClientIdentity]] = {}
+        self._auth: dict[str, tuple[float, int, ClientIdentity]] = {}
         self._listens: dict[asyncio.Queue[bytes | None], Any] = {}  # 2026-07-28 listen streams -> subscription id
         self.service.on_tools_changed(self._tools_changed)
+        gateway.on_rights_changed(self._rights_changed)
+
+    def _rights_changed(self) -> None:
+        """A token was revoked, expired or changed: its sessions end (their work is cancelled, the next
+        request with it gets 401, or 404 for the session) or take the client's new rights."""
+        self._auth.clear()
+        self.sessions.follow_rights(functools.partial(self.policy.refresh, transport="mcp"))
 
     def _tools_changed(self) -> None:
         event = _sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
@@ -189,16 +197,17 @@ class McpDoor:
         if token is None and scope.get("query_string"):
             token = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("token")
         now = time.monotonic()
+        generation = self.policy.clients.generation
         if token:
             cached = self._auth.get(token)
-            if cached is not None and now - cached[0] < _AUTH_TTL:
-                return cached[1]
+            if cached is not None and now - cached[0] < _AUTH_TTL and cached[1] == generation:
+                return cached[2]
         client = self.policy.authenticate(token, transport="mcp", remote=scope["client"][0] if scope.get("client")
                                           else "")
         if token:
             if len(self._auth) > 10_000:
                 self._auth.clear()
-            self._auth[token] = (now, client)
+            self._auth[token] = (now, generation, client)
         return client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -410,6 +419,12 @@ class McpDoor:
             await _send_json(send, 200, _error(rid, errors.InvalidParams("params.protocolVersion must be a string")))
             return
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        try:
+            # A session costs memory and may push out the client's oldest: it counts like a call.
+            self.policy.limit(client, "initialize")
+        except errors.RPCError as exc:
+            await _send_json(send, 200, _error(rid, exc))
+            return
         session = self.sessions.create(client, version)
         answer = {"jsonrpc": "2.0", "id": rid, "result": self.service.initialize_result(version)}
         extra = [(b"mcp-session-id", session.id.encode())]

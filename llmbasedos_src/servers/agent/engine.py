@@ -8,6 +8,11 @@ The template context of a step: `inputs`, `steps` (outputs by step id), `vars` (
 `save_as`, also available by their bare names), `previous` (the output of the step just before), `item` (or
 the `as` name) and `index` inside a foreach, `error` (the last step error message, for error routes),
 `execution_id` and `workflow_id`.
+
+A run shares the agent's event loop with every other caller: each step begins by yielding to it, and
+templates render on worker threads (see templating.py), so a 100,000-item foreach of `set` steps never
+stalls the others. `workflow` steps take a level and a descendant of the run's tree (see runs.py), and
+gateway calls say which run makes them (`caller.run`), so runs started by runs are bounded the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from jsonschema.exceptions import best_match
 from ...protocol import errors
 from .config import AgentConfig
 from .gateway_client import GatewayClient
+from .runs import LiveRuns
 from .steps import StepFailed, http_request, post_webhook, run_docker
 from .store import ExecutionRecord, ExecutionStore
 from .templating import TemplateError, Templater
@@ -112,8 +118,9 @@ def _describe_error(exc: BaseException) -> str:
 
 class Engine:
     def __init__(self, config: AgentConfig, gateway: GatewayClient, store: ExecutionStore, templater: Templater,
-                 workflows: Callable[[], dict[str, Workflow]]) -> None:
+                 workflows: Callable[[], dict[str, Workflow]], live: LiveRuns) -> None:
         self.config = config
+        self.live = live
         self.gateway = gateway
         self.store = store
         self.templater = templater
@@ -132,7 +139,7 @@ class Engine:
         state = RunState(workflow, inputs)
         try:
             await runner.steps(workflow.steps, state)
-            rec.outputs = runner.outputs(workflow, state)
+            rec.outputs = await runner.outputs(workflow, state)
             rec.state = "succeeded"
         except asyncio.CancelledError:
             rec.state = "interrupted" if self.shutting_down else "stopped"
@@ -158,11 +165,11 @@ class _Run:
         self.client_id = client_id
         self.step_runs = 0
 
-    def outputs(self, workflow: Workflow, state: RunState) -> Any:
+    async def outputs(self, workflow: Workflow, state: RunState) -> Any:
         if workflow.outputs is None:
             return {sid: state.steps.get(sid) for sid in (s["id"] for s in workflow.steps) if sid in state.steps}
         try:
-            return self.engine.templater.render(workflow.outputs, state.context(self.rec.id))
+            return await self.render(workflow.outputs, state)
         except TemplateError as exc:
             raise _StepError(f"outputs: template refused: {exc}") from None
 
@@ -188,6 +195,9 @@ class _Run:
         return last
 
     async def step(self, step: dict[str, Any], state: RunState) -> Any:
+        # Every step yields to the loop first, so steps that never wait (set, if, log, a foreach's items)
+        # cannot keep the agent's other callers waiting; a stop request lands here too.
+        await asyncio.sleep(0)
         self.step_runs += 1
         if self.step_runs > MAX_STEP_RUNS:
             raise _StepError(f"more than {MAX_STEP_RUNS} steps executed in one run (a goto loop?)")
@@ -258,37 +268,40 @@ class _Run:
             raise _Goto(target)
         raise _StepError(f"step {name} failed: {message}")
 
-    def render(self, value: Any, state: RunState) -> Any:
-        return self.engine.templater.render(value, state.context(self.rec.id))
+    async def render(self, value: Any, state: RunState) -> Any:
+        return await self.engine.templater.render_async(value, state.context(self.rec.id))
+
+    async def truthy(self, value: Any, state: RunState) -> bool:
+        return bool(await self.render(value, state))
 
     async def execute(self, kind: str, step: dict[str, Any], state: RunState) -> Any:
         config = self.engine.config
         body = step[kind]
         if kind == "call":
-            params = self.render(step.get("params", {}), state)
+            params = await self.render(step.get("params", {}), state)
             if not isinstance(params, dict):
                 raise StepFailed("params must render to a mapping")
-            return await self.engine.gateway.call(self.client_id, body, params)
+            return await self.engine.gateway.call(self.client_id, body, params, run=self.rec.id)
         if kind == "llm":
             return await self.llm(body, state)
         if kind == "http":
-            return await http_request(config, self.render(body, state), step.get("timeout"))
+            return await http_request(config, await self.render(body, state), step.get("timeout"))
         if kind == "n8n_webhook":
-            return await post_webhook(config, self.render(body, state), step.get("timeout"))
+            return await post_webhook(config, await self.render(body, state), step.get("timeout"))
         if kind == "docker":
-            return await run_docker(config, self.render(body, state))
+            return await run_docker(config, await self.render(body, state))
         if kind == "set":
             values: dict[str, Any] = {}
             for key, value in body.items():
-                values[key] = self.render(value, state)
+                values[key] = await self.render(value, state)
                 state.vars[key] = values[key]  # later entries of the same step may use earlier ones
             return values
         if kind == "log":
-            message = self.render(body, state)
+            message = await self.render(body, state)
             log.info("workflow %s: %s", state.workflow.id, str(message)[:500])
             return message
         if kind == "sleep":
-            seconds = self.render(body, state)
+            seconds = await self.render(body, state)
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 86400:
                 raise StepFailed("sleep needs a number of seconds from 0 to 86400")
             await asyncio.sleep(seconds)
@@ -296,7 +309,7 @@ class _Run:
         if kind == "foreach":
             return await self.foreach(step, state)
         if kind == "if":
-            branch = "then" if self.engine.templater.truthy(body, state.context(self.rec.id)) else "else"
+            branch = "then" if await self.truthy(body, state) else "else"
             if branch not in step:
                 return None
             return await self.steps(step[branch], state)
@@ -305,7 +318,7 @@ class _Run:
         raise StepFailed(f"unknown step kind {kind!r}")  # pragma: no cover - workflow.py rejects these
 
     async def llm(self, body: Any, state: RunState) -> Any:
-        spec = self.render(body, state)
+        spec = await self.render(body, state)
         if isinstance(spec, str):
             spec = {"prompt": spec}
         messages = spec.get("messages")
@@ -319,14 +332,14 @@ class _Run:
             params["model"] = spec["model"]
         if spec.get("options"):
             params["options"] = spec["options"]
-        result = await self.engine.gateway.call(self.client_id, "mcp.llm.chat", params)
+        result = await self.engine.gateway.call(self.client_id, "mcp.llm.chat", params, run=self.rec.id)
         try:
             return result["message"]["content"]
         except (KeyError, TypeError):
             raise StepFailed("the LLM answer has no message") from None
 
     async def foreach(self, step: dict[str, Any], state: RunState) -> list[Any]:
-        items = self.render(step["foreach"], state)
+        items = await self.render(step["foreach"], state)
         if isinstance(items, dict):
             items = list(items.items())
         if not isinstance(items, list):
@@ -339,21 +352,22 @@ class _Run:
                 state.locals[name] = item
                 state.locals["index"] = i
                 results.append(await self.steps(step["do"], state))
-                if "until" in step and self.engine.templater.truthy(step["until"], state.context(self.rec.id)):
+                if "until" in step and await self.truthy(step["until"], state):
                     break
         finally:
             state.locals = saved
         return results
 
     async def sub_workflow(self, step: dict[str, Any], state: RunState) -> Any:
-        config = self.engine.config
-        if state.depth + 1 > config.max_depth:
-            raise StepFailed(f"workflows nest deeper than {config.max_depth} levels")
         target = self.engine.workflows().get(step["workflow"])
         if target is None:
             raise StepFailed(f"workflow {step['workflow']!r} not found (or its file is broken)")
-        inputs = validate_inputs(target, self.render(step.get("inputs", {}), state))
-        sub = RunState(target, inputs, depth=state.depth + 1, prefix=f"{state.prefix}{step['id']}/")
-        await self.steps(target.steps, sub)
-        return self.outputs(target, sub)
+        inputs = validate_inputs(target, await self.render(step.get("inputs", {}), state))
+        self.engine.live.enter_workflow(self.rec.id)  # a level and a descendant of this run's tree, or refused
+        try:
+            sub = RunState(target, inputs, depth=state.depth + 1, prefix=f"{state.prefix}{step['id']}/")
+            await self.steps(target.steps, sub)
+            return await self.outputs(target, sub)
+        finally:
+            self.engine.live.leave_workflow(self.rec.id)
 

@@ -3,7 +3,9 @@
 Each request carries the top-level member `"caller": {"client_id"}`; the gateway's UNIX door then handles
 the call as that client (its allowlist, tier, limits and audit), so a workflow never does more than the
 client that started it. Without a client id (a run started on the agent's own socket, which only the owner
-can reach) the call carries no `caller` and has the socket's owner rights.
+can reach) the call has the socket's owner rights. `"caller": {"run"}` names the execution making the call;
+the gateway hands it back to the agent with a `mcp.agent.runWorkflow` the run makes, so the new run is known
+as that run's child (see runs.py).
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ __all__ = ["GatewayClient"]
 
 
 class _Client(RPCClient):
-    async def call_as(self, client_id: str | None, method: str, params: Any) -> Any:
+    async def call_as(self, client_id: str | None, method: str, params: Any, run: str | None = None) -> Any:
         if self.closed.is_set():
             raise errors.ServiceUnavailable("Connection to the gateway is closed")
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        caller: dict[str, str] = {}
         if client_id is not None:
-            message["caller"] = {"client_id": client_id}
+            caller["client_id"] = client_id
+        if run is not None:
+            caller["run"] = run
+        if caller:
+            message["caller"] = caller
         try:
             self._writer.write(encode_frame(message))
             await self._writer.drain()
@@ -56,9 +63,9 @@ class GatewayClient:
                 self._client = _Client(reader, writer)
             return self._client
 
-    async def call(self, client_id: str | None, method: str, params: Any) -> Any:
+    async def call(self, client_id: str | None, method: str, params: Any, *, run: str | None = None) -> Any:
         client = await self._connected()
-        return await client.call_as(client_id, method, params)
+        return await client.call_as(client_id, method, params, run)
 
     async def close(self) -> None:
         if self._client is not None:

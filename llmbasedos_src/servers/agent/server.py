@@ -4,12 +4,18 @@
     LLMBDO_AGENT_HTTP_ALLOW   comma list of hosts http steps may reach (added to agent.yaml's http.allow_hosts)
     LLMBDO_GATEWAY_SOCKET     the gateway's UNIX socket (default: <run_dir>/gateway.sock)
     LLMBDO_AGENT_KEEP_RUNS    finished executions kept (default: 1000; older ones are deleted at start)
+    LLMBDO_AGENT_MAX_RUNS, LLMBDO_AGENT_MAX_RUNS_PER_CLIENT, LLMBDO_AGENT_MAX_DEPTH, LLMBDO_AGENT_MAX_CHILDREN,
+    LLMBDO_AGENT_MAX_STRING, LLMBDO_AGENT_MAX_RENDER_SECONDS   bounds on runs and templates (see config.py)
 
 Configuration: `<config_dir>/agent.yaml` (see config.py). Executions: `<data_dir>/agent/executions.db`.
 
 Identity: the gateway forwards who made each call (`ctx.caller`). A run remembers that client's id and every
 `call`/`llm` step goes back through the gateway as that client, with its rights and limits and no more.
 A client sees and stops its own executions only; the owner sees all.
+
+Bounds: runs in flight per client and in total, and the depth and size of the tree of runs a run starts
+(`workflow` steps, and `mcp.agent.runWorkflow` called by a run, which the gateway hands back with the
+calling run's id in `caller.run`): see runs.py. A refusal names the setting that would allow it.
 """
 
 from __future__ import annotations
@@ -23,28 +29,33 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...caller import Caller
 from ...mcp_server_framework import CallContext, MCPServer, method
 from ...protocol import errors
 from ...settings import Settings
 from .config import AgentConfig, ConfigError
 from .engine import Engine, validate_inputs
 from .gateway_client import GatewayClient
+from .runs import LiveRuns
 from .store import LIVE_STATES, ExecutionRecord, ExecutionStore
 from .templating import Templater
 from .workflow import Workflow, WorkflowLibrary
 
 __all__ = ["AgentServer"]
 
-_OWNER_NAME = "owner"  # reserved by the gateway for the owner's token
-
 
 def _who(ctx: CallContext) -> tuple[str | None, str | None, bool]:
-    """(client id, client name, is owner) of the call; a call without `caller` came on the owner's socket."""
-    caller = ctx.caller
-    if not isinstance(caller, dict) or not isinstance(caller.get("client_id"), str):
-        return None, None, True
-    name = caller.get("name") if isinstance(caller.get("name"), str) else None
-    return caller["client_id"], name, name == _OWNER_NAME
+    """(client id, client name, is owner) of the call (the rule is llmbasedos.caller's)."""
+    caller = Caller.of(ctx.caller)
+    return caller.client_id, caller.name, caller.is_owner
+
+
+def _parent_run(ctx: CallContext) -> str | None:
+    """The execution whose step made this call, as the gateway's UNIX door passed it on; None for a client."""
+    run = ctx.caller.get("run") if isinstance(ctx.caller, dict) else None
+    if run is not None and not isinstance(run, str):
+        raise errors.InvalidRequest('"caller.run" must be an execution id')
+    return run
 
 
 class AgentServer(MCPServer):
@@ -58,7 +69,8 @@ class AgentServer(MCPServer):
         except ConfigError as exc:
             self.log.error("refusing to start: %s", exc)
             raise SystemExit(2) from None
-        self.templater = Templater()
+        self.templater = Templater(max_size=self.config.max_string, max_seconds=self.config.max_render_seconds)
+        self.live = LiveRuns(self.config)
         self.library = WorkflowLibrary(self.config.workflows_dir, self.templater)
         self.gateway = GatewayClient(self.config.gateway_socket)
         self.store: ExecutionStore | None = None
@@ -71,7 +83,7 @@ class AgentServer(MCPServer):
         self.store.prune(max(1, int(os.environ.get("LLMBDO_AGENT_KEEP_RUNS", "1000"))))
         if marked:
             self.log.warning("%d run(s) were in flight when the agent last stopped: marked interrupted", marked)
-        self.engine = Engine(self.config, self.gateway, self.store, self.templater, self._workflows)
+        self.engine = Engine(self.config, self.gateway, self.store, self.templater, self._workflows, self.live)
         _, problems = self.library.scan()
         self.log.info("workflows directory %s: %d problem file(s)", self.config.workflows_dir.name, len(problems))
 
@@ -84,6 +96,7 @@ class AgentServer(MCPServer):
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         await self.gateway.close()
+        self.templater.close()
         if self.store is not None:
             self.store.close()
 
@@ -128,7 +141,12 @@ class AgentServer(MCPServer):
         client_id, name, _ = _who(ctx)
         rec = ExecutionRecord(id="x_" + secrets.token_hex(8), workflow_id=wid, state="pending",
                               created_at=time.time(), client_id=client_id, client_name=name)
-        self.store.save(rec)
+        self.live.admit(rec.id, client_id, _parent_run(ctx))  # a refusal leaves no record behind
+        try:
+            self.store.save(rec)
+        except BaseException:
+            self.live.end(rec.id)
+            raise
         task = asyncio.get_running_loop().create_task(self.engine.run(rec, workflow, inputs, client_id))
         self._runs[rec.id] = task
         task.add_done_callback(lambda t, rid=rec.id: self._ended(rid, t))  # type: ignore[misc]
@@ -137,6 +155,7 @@ class AgentServer(MCPServer):
 
     def _ended(self, execution_id: str, task: asyncio.Task[None]) -> None:
         self._runs.pop(execution_id, None)
+        self.live.end(execution_id)
         if task.cancelled() and self.store is not None:
             # Cancelled before its first step ran: the engine never saw it, so say here how it ended.
             rec = self.store.get(execution_id)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from ...caller import Caller
 from ...protocol import errors
 from .rclone_args import Location, ParsedFlags, build_argv
 from .rclone_log import (
@@ -155,17 +156,16 @@ class JobManager:
 
     # -- queries -------------------------------------------------------------------------------------------
 
-    def _record(self, job_id: str) -> tuple[JobRecord, _Live | None]:
+    def _record(self, job_id: str, caller: Caller) -> tuple[JobRecord, _Live | None]:
         live = self._live.get(job_id)
-        if live is not None:
-            return live.record, live
-        rec = self.store.get(job_id)
-        if rec is None:
+        rec = live.record if live is not None else self.store.get(job_id)
+        # Another client's job gets the answer of an id that never existed, so ids tell nothing.
+        if rec is None or not caller.owns(rec.client_id):
             raise errors.NotFound(f"No such job: {job_id}")
-        return rec, None
+        return rec, live
 
-    def status(self, job_id: str, *, log_lines: int = 20) -> dict[str, Any]:
-        rec, _ = self._record(job_id)
+    def status(self, job_id: str, caller: Caller, *, log_lines: int = 20) -> dict[str, Any]:
+        rec, _ = self._record(job_id, caller)
         out = self.summary(rec)
         if log_lines > 0:
             events = [e for e in read_tail_events(self.log_path(job_id)) if e.stats is None]
@@ -194,9 +194,9 @@ class JobManager:
             "check": rec.check_summary,
         }
 
-    def list(self, *, state: str | None, limit: int) -> list[dict[str, Any]]:
+    def list(self, caller: Caller, *, state: str | None, limit: int) -> list[dict[str, Any]]:
         out = []
-        for rec in self.store.recent(state=state, limit=limit):
+        for rec in self.store.recent(state=state, limit=limit, client_id=caller.only):
             live = self._live.get(rec.id)
             out.append(self.summary(live.record if live is not None else rec))
         return out
@@ -204,7 +204,7 @@ class JobManager:
     # -- running -------------------------------------------------------------------------------------------
 
     def submit(self, mode: str, source: Location, destination: Location, flags: ParsedFlags,
-               dry_run: bool) -> JobRecord:
+               dry_run: bool, caller: Caller) -> JobRecord:
         if self._closing:
             raise errors.ServiceUnavailable("The sync service is shutting down")
         if len(self._live) >= self.limits.max_running + self.limits.max_queued:
@@ -215,7 +215,8 @@ class JobManager:
         argv = build_argv(self.rclone, mode, source, destination, flags, config=self.config, dry_run=dry,
                           combined_report=self.report_path(job_id) if mode == "check" else None)
         rec = JobRecord(id=job_id, mode=mode, source=source.display, destination=destination.display,
-                        dry_run=dry, flags=list(flags.args), state="queued", created_at=time.time())
+                        dry_run=dry, flags=list(flags.args), state="queued", created_at=time.time(),
+                        client_id=caller.client_id)
         self.store.save(rec)
         live = _Live(rec, argv)
         self._live[job_id] = live
@@ -328,10 +329,10 @@ class JobManager:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    async def wait(self, job_id: str, on_progress: ProgressListener | None = None, *,
+    async def wait(self, job_id: str, caller: Caller, on_progress: ProgressListener | None = None, *,
                    log_lines: int = 20) -> dict[str, Any]:
         """Wait for the job to end, calling `on_progress` with each stats update; returns its status."""
-        _, live = self._record(job_id)
+        _, live = self._record(job_id, caller)
         if live is not None:
             if on_progress is not None:
                 live.listeners.append(on_progress)
@@ -341,14 +342,14 @@ class JobManager:
                 if on_progress is not None:
                     with contextlib.suppress(ValueError):
                         live.listeners.remove(on_progress)
-        return self.status(job_id, log_lines=log_lines)
+        return self.status(job_id, caller, log_lines=log_lines)
 
-    async def stop(self, job_id: str, *, as_state: str = "stopped") -> dict[str, Any]:
+    async def stop(self, job_id: str, caller: Caller, *, as_state: str = "stopped") -> dict[str, Any]:
         """End a queued or running job. A job that already ended is left as it is."""
-        rec, live = self._record(job_id)
+        rec, live = self._record(job_id, caller)
         if live is not None and rec.state in LIVE_STATES:
             await self._end(live, as_state)
-        return self.status(job_id)
+        return self.status(job_id, caller)
 
     async def _end(self, live: _Live, as_state: str) -> None:
         if live.stop_as is None:

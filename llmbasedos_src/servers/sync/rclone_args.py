@@ -1,9 +1,11 @@
 """Turn a client's job request into an rclone argument list, from validated parts only.
 
 Nothing a client sends reaches rclone's command line unchecked: paths are either virtual paths resolved inside
-the virtual root, or `remote:path` with a remote that exists in rclone.conf; extra flags come from an
-allowlist, each value checked and always passed glued to its flag (`--exclude=PATTERN`), and a `--` ends the
-options before the two paths. rclone runs without a shell, so there is nothing to quote.
+the virtual root, or `remote:path` with a remote that exists in rclone.conf and that either never reaches the
+local disk or is kept inside the virtual root (local_remotes.py); extra flags come from an allowlist, each
+value checked and always passed glued to its flag (`--exclude=PATTERN`), and a `--` ends the options before
+the two paths. No allowed flag takes a file or folder. rclone runs without a shell, so there is nothing to
+quote.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal
 
 from ...common_utils import VirtualRoot
 from ...protocol import errors
+from .local_remotes import LocalRemotes, judge
 from .remotes import Remote
 
 __all__ = ["MODES", "Location", "parse_location", "parse_flags", "ParsedFlags", "build_argv", "allowed_flags",
@@ -34,10 +37,16 @@ class Location:
     display: str
     arg: str
     host: Path | None  # the resolved host path of a local location, None for a remote
+    touches: tuple[Path, ...] = ()  # host folders inside the root that a remote stores this location's data in
 
     @property
     def is_local(self) -> bool:
         return self.host is not None
+
+    @property
+    def host_paths(self) -> tuple[Path, ...]:
+        """Every host path the job may read or write on this side (empty for a remote off this machine)."""
+        return (self.host,) if self.host is not None else self.touches
 
 
 def _check_text(what: str, text: str) -> None:
@@ -49,40 +58,69 @@ def _check_text(what: str, text: str) -> None:
         raise errors.InvalidParams(f"{what} is longer than 4096 characters")
 
 
+def _local(text: str, vroot: VirtualRoot, must_exist: bool) -> Location:
+    """A path of the virtual root: relative ones too start at the root, never at the server's directory."""
+    try:
+        host = vroot.resolve(text, must_exist=must_exist)
+    except errors.NotFound:
+        if must_exist:
+            raise
+        # rclone creates missing folders; find the deepest existing one (inside the root, symlinks resolved)
+        # and append the rest, which has no symlink in it since it does not exist yet.
+        parts = [p for p in vroot.normalize(text).split("/") if p]
+        for cut in range(len(parts) - 1, -1, -1):
+            try:
+                base = vroot.resolve("/" + "/".join(parts[:cut]), must_exist=True)
+            except errors.NotFound:
+                continue
+            host = base.joinpath(*parts[cut:])
+            break
+        else:  # pragma: no cover - the root exists
+            raise
+    return Location(vroot.to_virtual(host), str(host), host)
+
+
 def parse_location(what: str, text: str, vroot: VirtualRoot, remotes: Mapping[str, Remote], *,
-                   must_exist: bool) -> Location:
+                   must_exist: bool, local_remotes: LocalRemotes = LocalRemotes.REFUSE) -> Location:
     """`remote:path` when a ':' comes before any '/' (rclone's own rule), else a virtual path.
 
-    A local name with a colon in it can be written `./a:b` or `/a:b`, as with rclone.
+    A local name with a colon in it can be written `./a:b` or `/a:b`, as with rclone. A missing path is
+    NotFound when `must_exist`, else the folders rclone will create.
     """
     _check_text(what, text)
     if text.startswith("-"):
         raise errors.InvalidParams(f"{what} must not start with '-'")
     colon = text.find(":")
     slash = text.find("/")
-    if colon != -1 and (slash == -1 or colon < slash):
-        name, rpath = text[:colon], text[colon + 1:]
-        if not name:
-            raise errors.InvalidParams(f"{what}: on-the-fly backends (':backend:') are not allowed; "
-                                       "use a remote from rclone.conf")
-        if name not in remotes:
-            raise errors.InvalidParams(f"{what}: unknown remote {name!r} (see mcp.sync.listRemotes; a local "
-                                       f"name with a ':' is written './{name}:...')")
-        if rpath.startswith("-"):
-            raise errors.InvalidParams(f"{what}: the path after the remote must not start with '-'")
-        # '..' could climb above an alias or local remote's root; a remote path stays under its remote.
-        if ".." in rpath.replace("\\", "/").split("/"):
-            raise errors.InvalidParams(f"{what}: '..' is not allowed in a remote path")
-        return Location(text, text, None)
-    host = vroot.resolve(text, must_exist=must_exist)
-    return Location(vroot.to_virtual(host), str(host), host)
+    if colon == -1 or (slash != -1 and slash < colon):
+        return _local(text, vroot, must_exist)
+    name, rpath = text[:colon], text[colon + 1:]
+    if not name:
+        raise errors.InvalidParams(f"{what}: on-the-fly backends (':backend:') are not allowed; "
+                                   "use a remote from rclone.conf")
+    if "," in name:
+        raise errors.InvalidParams(f"{what}: connection-string options ('remote,option=value:') are not "
+                                   "allowed; use a remote from rclone.conf as it is defined there")
+    if name not in remotes:
+        raise errors.InvalidParams(f"{what}: unknown remote {name!r} (see mcp.sync.listRemotes; a local "
+                                   f"name with a ':' is written './{name}:...')")
+    if rpath.startswith("-"):
+        raise errors.InvalidParams(f"{what}: the path after the remote must not start with '-'")
+    verdict = judge(remotes, name, rpath, local_remotes, vroot.root)
+    if verdict.refused is not None:
+        raise errors.Forbidden(f"{what}: {verdict.refused}")
+    if verdict.direct:
+        # The rewrite drops the remote itself, so none of its options (copy_links...) apply either.
+        return _local(rpath or "/", vroot, must_exist)
+    # '..' could climb above an alias or local remote's root; a remote path stays under its remote.
+    if ".." in rpath.replace("\\", "/").split("/"):
+        raise errors.InvalidParams(f"{what}: '..' is not allowed in a remote path")
+    return Location(text, text, None, verdict.folders)
 
 
 def overlaps(a: Location, b: Location) -> bool:
-    """Two local locations where one contains the other (or both are the same place)."""
-    if a.host is None or b.host is None:
-        return False
-    return a.host == b.host or a.host.is_relative_to(b.host) or b.host.is_relative_to(a.host)
+    """Two locations on this machine where one contains the other (or both are the same place)."""
+    return any(x == y or x.is_relative_to(y) or y.is_relative_to(x) for x in a.host_paths for y in b.host_paths)
 
 
 # -- flags -------------------------------------------------------------------------------------------------

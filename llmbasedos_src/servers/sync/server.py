@@ -7,8 +7,14 @@ Configuration (besides the common `LLMBDO_*` settings):
     LLMBDO_SYNC_MAX_JOBS     jobs running at once        (default: 2; more wait in a queue)
     LLMBDO_SYNC_MAX_QUEUED   jobs waiting at most        (default: 32)
     LLMBDO_SYNC_KEEP_JOBS    finished jobs remembered    (default: 500; older records and logs are deleted)
+    LLMBDO_SYNC_LOCAL_REMOTES  remotes that reach the local disk: refuse (default) or confine (their paths are
+                             kept inside the virtual root; see local_remotes.py)
 
 Job records live in `<data_dir>/sync/jobs.sqlite`, each job's rclone log in `<data_dir>/sync/logs/`.
+
+A job belongs to the client that started it (the caller the gateway forwards): listJobs, getJobStatus and
+stopJob show and touch only the caller's own jobs; the owner sees all. Another client's job is "not
+found", exactly like an id that never existed.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...caller import Caller
 from ...common_utils import VirtualRoot
 from ...mcp_server_framework import CallContext, MCPServer, method
 from ...protocol import errors
 from ...settings import Settings
 from .jobs import JobLimits, JobManager
+from .local_remotes import LocalRemotes, judge
 from .rclone_args import Location, overlaps, parse_flags, parse_location
 from .rclone_log import Redactor
 from .remotes import read_remotes
@@ -51,6 +59,7 @@ class SyncSettings:
     rclone_config: Path
     rclone_bin: str | None
     limits: JobLimits
+    local_remotes: LocalRemotes
 
     @classmethod
     def from_env(cls, settings: Settings) -> SyncSettings:
@@ -64,6 +73,7 @@ class SyncSettings:
                 max_queued=_int_env("LLMBDO_SYNC_MAX_QUEUED", 32, 0, 10_000),
                 keep_finished=_int_env("LLMBDO_SYNC_KEEP_JOBS", 500, 1, 1_000_000),
             ),
+            local_remotes=LocalRemotes.from_env(),
         )
 
 
@@ -154,41 +164,32 @@ class SyncServer(MCPServer):
     @method("mcp.sync.listRemotes")
     def list_remotes(self, params: dict[str, Any], ctx: CallContext) -> Any:
         remotes = read_remotes(self.sync_settings.rclone_config)
-        return [r.as_dict() for r in sorted(remotes.values(), key=lambda r: r.name)]
+        out = []
+        for remote in sorted(remotes.values(), key=lambda r: r.name):
+            verdict = judge(remotes, remote.name, "", self.sync_settings.local_remotes, self.vroot.root)
+            out.append({**remote.as_dict(), "local": verdict.local, "usable": verdict.refused is None,
+                        "refused": verdict.refused})
+        return out
 
     @method("mcp.sync.listJobs")
     async def list_jobs(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return self.jobs.list(state=params.get("state"), limit=params.get("limit", 50))
+        return self.jobs.list(Caller.of(ctx.caller), state=params.get("state"), limit=params.get("limit", 50))
 
     def _locations(self, mode: str, source: str, destination: str) -> tuple[Location, Location]:
         remotes = read_remotes(self.sync_settings.rclone_config)
-        src = parse_location("source", source, self.vroot, remotes, must_exist=True)
-        dst = self._destination(destination, remotes)
-        if mode == "sync" and dst.is_local and dst.display == "/":
+        policy = self.sync_settings.local_remotes
+        src = parse_location("source", source, self.vroot, remotes, must_exist=True, local_remotes=policy)
+        dst = parse_location("destination", destination, self.vroot, remotes, must_exist=False,
+                             local_remotes=policy)
+        root = self.vroot.root
+        if mode == "sync" and root in dst.host_paths:
             raise errors.InvalidParams("sync into the virtual root itself would delete everything else in it; "
                                        "choose a folder")
-        if mode == "move" and src.is_local and src.display == "/":
+        if mode == "move" and root in src.host_paths:
             raise errors.InvalidParams("moving the whole virtual root is not allowed; choose a folder")
         if mode != "check" and overlaps(src, dst):
             raise errors.InvalidParams("source and destination overlap (one is inside the other)")
         return src, dst
-
-    def _destination(self, text: str, remotes: Any) -> Location:
-        try:
-            return parse_location("destination", text, self.vroot, remotes, must_exist=False)
-        except errors.NotFound:
-            pass
-        # rclone creates missing folders; find the deepest existing one (inside the root, symlinks resolved)
-        # and append the rest, which has no symlink in it since it does not exist yet.
-        parts = [p for p in self.vroot.normalize(text).split("/") if p]
-        for cut in range(len(parts) - 1, -1, -1):
-            try:
-                base = self.vroot.resolve("/" + "/".join(parts[:cut]), must_exist=True)
-            except errors.NotFound:
-                continue
-            host = base.joinpath(*parts[cut:])
-            return Location(self.vroot.to_virtual(host), str(host), host)
-        raise errors.NotFound(f"No such file or directory: {text}")  # pragma: no cover - the root exists
 
     @method("mcp.sync.runJob")
     async def run_job(self, params: dict[str, Any], ctx: CallContext) -> Any:
@@ -198,7 +199,8 @@ class SyncServer(MCPServer):
         mode = params.get("mode", "copy")
         flags = parse_flags(params.get("flags", []), mode)
         src, dst = self._locations(mode, params["source"], params["destination"])
-        rec = jobs.submit(mode, src, dst, flags, bool(params.get("dry_run", False)))
+        caller = Caller.of(ctx.caller)
+        rec = jobs.submit(mode, src, dst, flags, bool(params.get("dry_run", False)), caller)
         self.log.info("job started", extra={"job": rec.id, "mode": mode, "dry_run": rec.dry_run})
         if not params.get("wait", False):
             return jobs.summary(rec)
@@ -208,10 +210,10 @@ class SyncServer(MCPServer):
                 ctx.progress(p["bytes"], p["total_bytes"] or None, _progress_message(p))
 
         try:
-            status = await jobs.wait(rec.id, on_progress, log_lines=params.get("log_lines", 20))
+            status = await jobs.wait(rec.id, caller, on_progress, log_lines=params.get("log_lines", 20))
         except asyncio.CancelledError:
             # The caller gave up on the call that started the job: the job goes with it.
-            task = asyncio.get_running_loop().create_task(jobs.stop(rec.id))
+            task = asyncio.get_running_loop().create_task(jobs.stop(rec.id, caller))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             raise
@@ -219,8 +221,8 @@ class SyncServer(MCPServer):
 
     @method("mcp.sync.getJobStatus")
     async def get_job_status(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return self.jobs.status(params["job_id"], log_lines=params.get("log_lines", 20))
+        return self.jobs.status(params["job_id"], Caller.of(ctx.caller), log_lines=params.get("log_lines", 20))
 
     @method("mcp.sync.stopJob")
     async def stop_job(self, params: dict[str, Any], ctx: CallContext) -> Any:
-        return await self.jobs.stop(params["job_id"])
+        return await self.jobs.stop(params["job_id"], Caller.of(ctx.caller))

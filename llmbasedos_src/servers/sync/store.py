@@ -3,6 +3,9 @@
 One row per job. Rows are written at each change of state (queued, running, and the end), never per progress
 tick: a job that dies with the server keeps the state it had, and the sync server's next start turns any
 `queued` or `running` row into `interrupted`.
+
+Each row keeps the id of the client that started the job (`client_id`). Rows written before that column
+existed have none: they belong to nobody but the owner.
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER,
     error TEXT,
     progress TEXT,
-    check_summary TEXT
+    check_summary TEXT,
+    client_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created_at);
 """
+# Added to a store made before jobs had owners; the index comes after, once the column surely exists.
+_ADD_OWNER = "ALTER TABLE jobs ADD COLUMN client_id TEXT"
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs(client_id, created_at)"
 
 _JSON_FIELDS = {"flags", "progress", "check_summary"}
 
@@ -62,6 +69,7 @@ class JobRecord:
     error: str | None = None
     progress: dict[str, Any] | None = None
     check_summary: dict[str, Any] | None = field(default=None)
+    client_id: str | None = None  # who started it; None for jobs recorded before owners were kept
 
 
 _COLUMNS = [f.name for f in fields(JobRecord)]
@@ -78,6 +86,10 @@ class JobStore:
         # NORMAL in WAL mode survives a process crash; only a power cut may lose the last commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "client_id" not in columns:
+            self._db.execute(_ADD_OWNER)
+        self._db.execute(_OWNER_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -112,13 +124,17 @@ class JobStore:
             values = cur.fetchone()
         return None if values is None else self._record(values)
 
-    def recent(self, *, state: str | None = None, limit: int = 100) -> list[JobRecord]:
-        """Newest first."""
+    def recent(self, *, state: str | None = None, limit: int = 100, client_id: str | None = None) -> list[JobRecord]:
+        """Newest first; only the jobs `client_id` started, when given (jobs without an owner never match)."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
-        args: tuple[Any, ...] = ()
-        if state is not None:
-            sql += " WHERE state = ?"
-            args = (state,)
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("state", state), ("client_id", client_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
