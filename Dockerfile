@@ -19,9 +19,7 @@ RUN python -m venv /opt/venv \
 COPY pyproject.toml README.md ./
 COPY llmbasedos_src ./llmbasedos_src
 # Models are baked in at build time: the container never downloads anything at run time.
-# The gateway's per-call modules are compiled to C here (mypyc), from the sources just installed.
-RUN /opt/venv/bin/pip install ".[search,local-llm,native]" \
- && /opt/venv/bin/llmbasedos native build \
+RUN /opt/venv/bin/pip install ".[search,local-llm]" \
  && /opt/venv/bin/llmbasedos prepare-models --data-dir /opt/models-data
 
 # ---- runtime ------------------------------------------------------------------------------------------

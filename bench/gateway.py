@@ -12,7 +12,7 @@ architecture — a uvloop process with a WebSocket in front and the backend's so
 forwarding. `ratio_to_bare_forwarder` is the share of that floor the gateway keeps with all its work done
 (auth, policy, limits, audit, metrics); on two shared cores the machine sets the floor, and its spells move it.
 
-Prints one JSON object. `LLMBASEDOS_PURE_PYTHON=1` runs the gateway as plain Python (see gateway/native.py).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import WebSocketURI, parse_uri
 
-from llmbasedos.gateway import native
 from llmbasedos.gateway.ws_frames import FINAL_TEXT, masked_text_frame
 from llmbasedos.protocol.framing import NulFrameDecoder
 
@@ -362,8 +361,6 @@ def main() -> None:
             "seconds_per_measure": args.seconds,
             "rounds": args.rounds,
             "client_batch": args.batch,
-            # The same rule, files and environment as the gateway process (LLMBASEDOS_PURE_PYTHON=1: plain Python).
-            "gateway_modules": native.decision(),
             "levels": results,
             "comparison": "ratio_calls_per_s = gateway /ws calls/s divided by direct backend socket calls/s; "
                           "ratio_to_bare_forwarder = gateway /ws calls/s divided by the bare forwarder's, the same "

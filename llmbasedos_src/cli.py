@@ -45,7 +45,7 @@ __all__ = ["main", "build_parser"]
 
 # Modules that add subcommands with `register(subparsers)`; each is optional until its code exists.
 _EXTENSIONS: tuple[str, ...] = ("llmbasedos.gateway.admin_cli", "llmbasedos.gateway.mcp_stdio",
-                                 "llmbasedos.gateway.native", "llmbasedos.models_cli")
+                                 "llmbasedos.models_cli")
 
 DEFAULT_PORT = 8000
 DEFAULT_TIMEOUT = 120.0

@@ -59,7 +59,6 @@ def _serve(settings: Settings, config: GatewayConfig, policy: Policy) -> None:
     import uvicorn
 
     from ..mcp_server_framework import freeze_startup_heap
-    from . import native
     from .app import create_app
     from .http_protocol import CorkedHttpToolsProtocol
     from .ws_protocol import DirectWebSocketProtocol
@@ -81,7 +80,7 @@ def _serve(settings: Settings, config: GatewayConfig, policy: Policy) -> None:
         # No proxy sits in front of the gateway: X-Forwarded-* from a local client must not rename its address.
         proxy_headers=False,
     ))
-    log.info("gateway listening on http://%s:%d (per-call modules: %s)", config.host, port, native.decision())
+    log.info("gateway listening on http://%s:%d", config.host, port)
     freeze_startup_heap()
     server.run(sockets=[sock])
     if not server.started:

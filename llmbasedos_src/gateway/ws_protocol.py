@@ -70,7 +70,7 @@ class DirectLane:
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """Pass `max_unread` with functools.partial: uvicorn builds the protocol with its own arguments only."""
 
-    transport: Any  # a CorkedTransport from connection_made on; uvicorn sets None first (compiled code checks)
+    transport: Any  # a CorkedTransport from connection_made on; uvicorn sets None first
 
     def __init__(self, *args: Any, max_unread: int = 64 * 1024 * 1024, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
