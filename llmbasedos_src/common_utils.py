@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .protocol.errors import Conflict, Forbidden, InvalidParams, NotFound, PathOutsideRoot, RPCError, from_oserror
+from .special_files import open_at
 
 __all__ = ["VirtualRoot", "Located", "MAX_SYMLINK_HOPS", "MAX_PATH_BYTES", "MAX_NAME_BYTES"]
 
@@ -375,18 +376,29 @@ class VirtualRoot:
 
     # -- file-descriptor operations (all TOCTOU-safe) ---------------------------------------------------
 
-    def open_fd(self, vpath: Any, flags: int, mode: int = 0o644) -> int:
-        """os.open() of `vpath` inside the root; symlinks inside the root are followed, none outside."""
-        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    def open_file(self, vpath: Any, flags: int, mode: int = 0o644, *,
+                  directory_ok: bool = False) -> tuple[int, str, os.stat_result]:
+        """os.open() of `vpath` inside the root: (fd, canonical virtual path, fstat of the fd).
+
+        Symlinks inside the root are followed, none outside. Only a regular file (or a directory, when
+        `directory_ok`) is ever opened, and without blocking: see `special_files`.
+        """
         for _ in range(_RETRIES):
             with self.locate(vpath) as loc:
                 try:
-                    return os.open(loc.name, flags, mode, dir_fd=loc.dir_fd)
+                    fd, st = open_at(loc.dir_fd, loc.name, flags, loc.vpath, mode=mode, st=loc.st,
+                                     directory_ok=directory_ok)
                 except OSError as exc:
                     if exc.errno != errno.ELOOP:
                         raise
+                else:
+                    return fd, loc.vpath, st
             # ELOOP: a symlink was swapped in after the walk; walk again and follow it only if it stays inside.
         raise Conflict(f"Path keeps changing while it is opened: {_short(self.normalize(vpath))}")
+
+    def open_fd(self, vpath: Any, flags: int, mode: int = 0o644) -> int:
+        """`open_file`'s fd alone; a directory only with O_DIRECTORY in `flags`."""
+        return self.open_file(vpath, flags, mode, directory_ok=bool(flags & os.O_DIRECTORY))[0]
 
     def open_dir(self, vpath: Any) -> int:
         """A readable fd of the directory `vpath` (for os.scandir / fd-based walks)."""

@@ -16,10 +16,11 @@ import stat as stat_mod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...common_utils import VirtualRoot
+from ...common_utils import Located, VirtualRoot
 from ...mcp_server_framework import CallContext, method
-from ...protocol.errors import Conflict, InvalidParams, PayloadTooLarge
+from ...protocol.errors import InvalidParams, PayloadTooLarge
 from ...settings import Settings
+from ...special_files import open_at
 
 __all__ = ["DocxHandlers", "read_paragraphs", "apply_updates"]
 
@@ -106,41 +107,33 @@ class DocxHandlers:
         return own
 
     @staticmethod
-    def _read_regular(fd: int, vpath: str) -> tuple[bytes, os.stat_result]:
-        st = os.fstat(fd)
-        if stat_mod.S_ISDIR(st.st_mode):
-            raise Conflict(f"Is a directory: {vpath}")
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise InvalidParams(f"Not a regular file: {vpath}")
-        limit = _max_docx_bytes()
-        if st.st_size > limit:
-            raise PayloadTooLarge(f"{vpath} is larger than the {limit}-byte limit for documents")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(limit + 1)
+    def _read_regular(loc: Located) -> tuple[bytes, os.stat_result]:
+        """The document's bytes and fstat; never opens (nor waits on) a FIFO, socket or device."""
+        fd, st = open_at(loc.dir_fd, loc.name, os.O_RDONLY, loc.vpath, st=loc.st)
+        try:
+            limit = _max_docx_bytes()
+            if st.st_size > limit:
+                raise PayloadTooLarge(f"{loc.vpath} is larger than the {limit}-byte limit for documents")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(limit + 1)
+        finally:
+            os.close(fd)
         if len(data) > limit:
-            raise PayloadTooLarge(f"{vpath} is larger than the {limit}-byte limit for documents")
+            raise PayloadTooLarge(f"{loc.vpath} is larger than the {limit}-byte limit for documents")
         return data, st
 
     @method("mcp.fs.read_docx_paragraphs")
     def fs_read_docx_paragraphs(self, params: dict[str, Any], ctx: CallContext) -> Any:
         root = self._docx_root()
         with root.locate(params["path"]) as loc:
-            fd = os.open(loc.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=loc.dir_fd)
-            try:
-                data, _ = self._read_regular(fd, loc.vpath)
-            finally:
-                os.close(fd)
+            data, _ = self._read_regular(loc)
             return read_paragraphs(_open_document(data, loc.vpath))
 
     @method("mcp.fs.update_docx_paragraphs")
     def fs_update_docx_paragraphs(self, params: dict[str, Any], ctx: CallContext) -> Any:
         root = self._docx_root()
         with root.locate(params["path"]) as loc:
-            fd = os.open(loc.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=loc.dir_fd)
-            try:
-                data, st = self._read_regular(fd, loc.vpath)
-            finally:
-                os.close(fd)
+            data, st = self._read_regular(loc)
             document = _open_document(data, loc.vpath)
             count = apply_updates(document, params["updates"])
             out = io.BytesIO()

@@ -14,10 +14,8 @@ import functools
 import mimetypes
 import os
 import posixpath
-import secrets
 import shutil
 import stat as stat_mod
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +28,8 @@ from ...protocol.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from ...special_files import require_regular
+from .tree_copy import CopyCounter, Progress, copy_dir_contents, copy_file, lstat_at, tmp_name
 
 __all__ = [
     "FileOps", "DEFAULT_MAX_READ", "DEFAULT_MAX_WRITE", "entry_type", "iso_time", "guess_mime",
@@ -38,9 +38,6 @@ __all__ = [
 DEFAULT_MAX_READ = 10 * 1024 * 1024
 DEFAULT_MAX_WRITE = 10 * 1024 * 1024
 _CHUNK = 1 << 20
-_TMP_PREFIX = ".llmbdo-tmp-"
-
-Progress = Callable[[int, int | None, str | None], None]
 
 # A few magic numbers, for files whose extension says nothing.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -112,11 +109,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def _tmp_name() -> str:
-    # Short and unique: the final name may already be close to NAME_MAX.
-    return f"{_TMP_PREFIX}{secrets.token_hex(6)}"
 
 
 class FileOps:
@@ -199,14 +191,8 @@ class FileOps:
     # -- reading and writing ----------------------------------------------------------------------------------
 
     def read(self, path: str, encoding: str = "text", offset: int = 0, length: int | None = None) -> dict[str, Any]:
-        vpath = self.vroot.resolve_virtual(path)
-        fd = self.vroot.open_fd(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd, vpath, st = self.vroot.open_file(path, os.O_RDONLY)
         try:
-            st = os.fstat(fd)
-            if stat_mod.S_ISDIR(st.st_mode):
-                raise Conflict(f"Is a directory: {vpath}")
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise Conflict(f"Not a regular file: {vpath}")
             size = st.st_size
             want = max(0, size - offset) if length is None else length
             if want > self.max_read:
@@ -266,16 +252,13 @@ class FileOps:
             except FileNotFoundError:
                 pass
             else:
-                if stat_mod.S_ISDIR(st.st_mode):
-                    raise Conflict(f"Is a directory: {loc.vpath}")
-                if not stat_mod.S_ISREG(st.st_mode):
-                    raise Conflict(f"Not a regular file: {loc.vpath}")
+                require_regular(st, loc.vpath)
                 mode = stat_mod.S_IMODE(st.st_mode)
             self._atomic_replace(loc.dir_fd, loc.name, data, mode)
             return {"path": loc.vpath, "bytes_written": len(data), "status": "success"}
 
     def _atomic_replace(self, dir_fd: int, name: str, data: bytes, mode: int) -> None:
-        tmp = _tmp_name()
+        tmp = tmp_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dir_fd)
         try:
@@ -295,12 +278,8 @@ class FileOps:
             os.fsync(dir_fd)  # O_PATH fds refuse fsync on some kernels; the data itself is already synced
 
     def _append(self, vpath: str, data: bytes) -> dict[str, Any]:
-        resolved = self.vroot.resolve_virtual(vpath)
-        fd = self.vroot.open_fd(vpath, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK)
+        fd, resolved, _ = self.vroot.open_file(vpath, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
-            st = os.fstat(fd)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise Conflict(f"Not a regular file: {resolved}")
             _write_all(fd, data)
             os.fsync(fd)
         except OSError as exc:
@@ -369,7 +348,7 @@ class FileOps:
                 os.stat(s.name, dir_fd=s.dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 raise NotFound(f"No such file or directory: {src}") from None
-            if not overwrite and _exists(d.dir_fd, d.name):
+            if not overwrite and lstat_at(d.dir_fd, d.name) is not None:
                 raise AlreadyExists(f"Destination exists: {dst}; pass overwrite=true to replace it")
             try:
                 os.rename(s.name, d.name, src_dir_fd=s.dir_fd, dst_dir_fd=d.dir_fd)
@@ -391,115 +370,34 @@ class FileOps:
             self.vroot.mkdir(posixpath.dirname(dst_c), parents=True, exist_ok=True)
         dst = self.vroot.resolve_virtual(dst_c)
         self._check_tree_target(src, dst, "copy")
-        counter = _Counter(progress)
+        counter = CopyCounter(progress)
         with self.vroot.locate(src) as s, self.vroot.locate(dst) as d:
             try:
                 st = os.stat(s.name, dir_fd=s.dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 raise NotFound(f"No such file or directory: {src}") from None
-            existing = _lstat(d.dir_fd, d.name)
+            existing = lstat_at(d.dir_fd, d.name)
             if existing is not None and not overwrite:
                 raise AlreadyExists(f"Destination exists: {dst}; pass overwrite=true to replace it")
             if stat_mod.S_ISDIR(st.st_mode):
                 if existing is not None:
                     raise Conflict(f"Destination exists: {dst}; a directory is only copied to a new path")
-                tmp = _tmp_name()
+                tmp = tmp_name()
                 try:
                     os.mkdir(tmp, 0o700, dir_fd=d.dir_fd)
-                    _copy_dir_contents(s.dir_fd, s.name, d.dir_fd, tmp, counter)
+                    copy_dir_contents(s.dir_fd, s.name, d.dir_fd, tmp, counter, src)
                     os.chmod(tmp, stat_mod.S_IMODE(st.st_mode), dir_fd=d.dir_fd, follow_symlinks=False)
                     os.rename(tmp, d.name, src_dir_fd=d.dir_fd, dst_dir_fd=d.dir_fd)
                 except BaseException:
                     with contextlib.suppress(OSError):
                         shutil.rmtree(tmp, dir_fd=d.dir_fd)
                     raise
-            elif stat_mod.S_ISREG(st.st_mode):
+            else:
+                require_regular(st, src)
                 if existing is not None and stat_mod.S_ISDIR(existing.st_mode):
                     raise Conflict(f"Destination is a directory: {dst}")
-                _copy_file(s.dir_fd, s.name, d.dir_fd, d.name, st, counter, replace=True)
-            else:
-                raise Conflict(f"Not a regular file or directory: {src}")
-        return {"path": dst, "source": src, "status": "success", "files": counter.files, "bytes": counter.bytes}
-
-
-class _Counter:
-    __slots__ = ("bytes", "files", "progress")
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.files = 0
-        self.bytes = 0
-        self.progress = progress
-
-    def add(self, size: int, name: str) -> None:
-        self.files += 1
-        self.bytes += size
-        if self.progress is not None:
-            self.progress(self.files, None, name)
-
-
-def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _exists(dir_fd: int, name: str) -> bool:
-    return _lstat(dir_fd, name) is not None
-
-
-def _copy_file(src_dir: int, src_name: str, dst_dir: int, dst_name: str, st: os.stat_result, counter: _Counter,
-               *, replace: bool) -> None:
-    """Copy one regular file; with `replace` through a temp file and rename, so the destination is whole."""
-    in_fd = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_dir)
-    try:
-        if not stat_mod.S_ISREG(os.fstat(in_fd).st_mode):
-            raise Conflict("Source changed while it was copied")
-        target = _tmp_name() if replace else dst_name
-        out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dst_dir)
-        try:
-            try:
-                copied = 0
-                while True:
-                    n = os.sendfile(out_fd, in_fd, None, _CHUNK * 8)
-                    if n == 0:
-                        break
-                    copied += n
-                os.fchmod(out_fd, stat_mod.S_IMODE(st.st_mode))
-                os.fsync(out_fd)
-            finally:
-                os.close(out_fd)
-            if replace:
-                os.rename(target, dst_name, src_dir_fd=dst_dir, dst_dir_fd=dst_dir)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(target, dir_fd=dst_dir)
-            raise
-    finally:
-        os.close(in_fd)
-    counter.add(copied, dst_name)
-
-
-def _copy_dir_contents(src_parent: int, src_name: str, dst_parent: int, dst_name: str, counter: _Counter) -> None:
-    """Copy a tree fd by fd. Symlinks are copied as links (never followed), special files are skipped."""
-    sfd = os.open(src_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
-    try:
-        dfd = os.open(dst_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_parent)
-        try:
-            with os.scandir(sfd) as it:
-                items = list(it)
-            for item in items:
-                st = item.stat(follow_symlinks=False)
-                if stat_mod.S_ISDIR(st.st_mode):
-                    os.mkdir(item.name, 0o700, dir_fd=dfd)
-                    _copy_dir_contents(sfd, item.name, dfd, item.name, counter)
-                    os.chmod(item.name, stat_mod.S_IMODE(st.st_mode), dir_fd=dfd, follow_symlinks=False)
-                elif stat_mod.S_ISREG(st.st_mode):
-                    _copy_file(sfd, item.name, dfd, item.name, st, counter, replace=False)
-                elif stat_mod.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(item.name, dir_fd=sfd), item.name, dir_fd=dfd)
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
+                copy_file(s.dir_fd, s.name, d.dir_fd, d.name, st, counter, replace=True, vpath=src)
+        out = {"path": dst, "source": src, "status": "success", "files": counter.files, "bytes": counter.bytes}
+        if counter.skipped:
+            out["skipped"] = counter.skipped
+        return out

@@ -27,6 +27,7 @@ from typing import Any
 
 from ....common_utils import VirtualRoot
 from ....protocol.errors import NotFound, RPCError
+from ....special_files import NotRegularFile, kind_of
 from .chunking import Chunk, chunk_text
 from .embedder import DIMENSION, MODEL_NAME, Embedder
 from .extract import EXTRACTOR_VERSION, Unindexable, extract_text
@@ -202,11 +203,12 @@ class SemanticIndex:
             if not self._indexed_under(target, recursive=True):
                 raise NotFound(f"No such file or directory: {target}")
         elif stat_mod.S_ISDIR(st.st_mode):
-            candidates = self._walk(target, recursive)
+            candidates = self._walk(target, recursive, run)
         elif stat_mod.S_ISREG(st.st_mode):
             candidates = [_Candidate(target, st.st_size, st.st_mtime_ns)]
         else:
-            raise NotFound(f"Not a regular file or directory: {target}")
+            candidates = []
+            run.skip(target, _special(st.st_mode))
         run.total = len(candidates)
         progress(0, run.total, f"{run.total} files to check")
 
@@ -282,8 +284,9 @@ class SemanticIndex:
         return [v for v in names if v == target or (v.startswith(prefix)
                                                     and (recursive or "/" not in v[len(prefix):]))]
 
-    def _walk(self, target: str, recursive: bool) -> list[_Candidate]:
-        """Regular files under `target`; symlinks are not followed (their targets are indexed where they live)."""
+    def _walk(self, target: str, recursive: bool, run: _Run) -> list[_Candidate]:
+        """Regular files under `target`; symlinks are not followed (their targets are indexed where they live),
+        special files (FIFOs, sockets, devices) are never opened: listed in the run's skips."""
         out: list[_Candidate] = []
         top_fd = self.root.open_dir(target)
         try:
@@ -301,6 +304,8 @@ class SemanticIndex:
                         continue
                     if stat_mod.S_ISREG(st.st_mode):
                         out.append(_Candidate(posixpath.join(base, name), st.st_size, st.st_mtime_ns))
+                    elif not stat_mod.S_ISLNK(st.st_mode):
+                        run.skip(posixpath.join(base, name), _special(st.st_mode))
         finally:
             os.close(top_fd)
         return out
@@ -326,6 +331,9 @@ class SemanticIndex:
             return None
         try:
             data = self._read(cand.vpath)
+        except NotRegularFile as exc:  # it became a FIFO, socket or device since the walk
+            run.skip(cand.vpath, f"{exc.kind}, not a regular file")
+            return None
         except (RPCError, OSError) as exc:
             reason = "vanished" if isinstance(exc, NotFound) or getattr(exc, "errno", 0) == errno.ENOENT \
                 else "unreadable"
@@ -384,6 +392,11 @@ class SemanticIndex:
         run.indexed += len(pending)
         run.chunks_added += len(texts)
         return True
+
+
+def _special(mode: int) -> str:
+    return f"{kind_of(mode)}, not a regular file"
+
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
