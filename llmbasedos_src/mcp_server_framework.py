@@ -49,6 +49,7 @@ from .protocol.messages import (
     error_response,
     notification,
     parse_message,
+    refusal,
     result_response,
 )
 from .settings import Settings
@@ -147,7 +148,7 @@ class _Connection(asyncio.Protocol):
         try:
             for frame in self._decoder.receive_data(data):
                 if frame.error is not None:
-                    self.send(error_response(None, frame.error))
+                    self.send(refusal(frame.error))
                 else:
                     dispatch(self, frame.value)
         finally:

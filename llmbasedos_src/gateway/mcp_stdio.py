@@ -26,6 +26,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..protocol import errors
+from ..protocol.decoding import decode_json
+
 if TYPE_CHECKING:
     import httpx
 
@@ -136,8 +139,11 @@ class Bridge:
         if not text:
             return
         try:
-            message = json.loads(text)
-        except ValueError:
+            message = decode_json(text)
+        except errors.NestingTooDeep as exc:
+            self.write(_error(exc.request_id, exc.code, exc.message))
+            return
+        except errors.ParseError:
             self.write(_error(None, -32700, "Parse error: a line on stdin is not valid JSON"))
             return
         if not isinstance(message, dict):

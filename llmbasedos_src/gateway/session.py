@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import errors
-from ..protocol.messages import RequestId
+from ..protocol.messages import RequestId, refusal
 from .policy import ClientIdentity
 from .router import RoutedCall, Router
 
@@ -92,8 +92,8 @@ class Session:
     # -- input ---------------------------------------------------------------------------------------
 
     def receive_error(self, error: errors.RPCError) -> None:
-        """A frame could not be decoded (parse error, oversize): answer with id null, keep going."""
-        self.send({"jsonrpc": "2.0", "id": None, "error": error.to_error()})
+        """A frame could not be decoded (parse error, oversize, nested too deep): answer it, keep going."""
+        self.send(refusal(error))
 
     def revalidate(self) -> bool:
         """Re-resolve the client if the policy's clients changed since the last check; False (and the

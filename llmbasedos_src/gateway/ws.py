@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol import errors
+from ..protocol.decoding import decode_json
 from .auth import bearer_token, refusal_response, remote_of
 from .ws_protocol import DIRECT_LANE, DirectLane
 
@@ -40,9 +41,9 @@ def _deliver(session: Session, data: str | bytes | None) -> None:
         session.receive_error(errors.InvalidRequest("Empty message"))
         return
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        session.receive_error(errors.ParseError("Message is not valid JSON"))
+        value = decode_json(data)
+    except (errors.ParseError, errors.NestingTooDeep) as exc:
+        session.receive_error(exc)
         return
     session.receive(value)
 

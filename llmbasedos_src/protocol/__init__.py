@@ -1,5 +1,6 @@
 """The llmbasedos wire protocol, free of I/O: JSON-RPC 2.0 messages, error codes and NUL framing."""
 
+from .decoding import MAX_DEPTH
 from .errors import RPCError
 from .framing import DEFAULT_MAX_FRAME, Frame, NulFrameDecoder, decode_json, encode_frame
 from .messages import (
@@ -11,12 +12,13 @@ from .messages import (
     error_response,
     notification,
     parse_message,
+    refusal,
     request,
     result_response,
 )
 
 __all__ = [
-    "DEFAULT_MAX_FRAME", "Frame", "Message", "Notification", "NulFrameDecoder", "RPCError", "Request",
+    "DEFAULT_MAX_FRAME", "MAX_DEPTH", "Frame", "Message", "Notification", "NulFrameDecoder", "RPCError", "Request",
     "RequestId", "Response", "decode_json", "encode_frame", "error_response", "notification",
-    "parse_message", "request", "result_response",
+    "parse_message", "refusal", "request", "result_response",
 ]

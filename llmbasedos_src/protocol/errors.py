@@ -5,6 +5,7 @@ Every error a client can see has a named code here and nowhere else.
     RPCError                      base: code, message, data
     ├── ParseError                -32700  the frame is not UTF-8 JSON
     ├── InvalidRequest            -32600  JSON, but not a JSON-RPC 2.0 request
+    │   └── NestingTooDeep                    nested deeper than the decoder's limit (carries the request id)
     ├── MethodNotFound            -32601
     ├── InvalidParams             -32602  params fail the capability's schema
     ├── InternalError             -32603  a bug; details stay in the server log
@@ -36,7 +37,8 @@ __all__ = [
     "NOT_FOUND", "ALREADY_EXISTS", "PATH_OUTSIDE_ROOT", "PAYLOAD_TOO_LARGE", "CONFLICT",
     "FEATURE_UNAVAILABLE", "UPSTREAM_ERROR", "RATE_LIMITED", "QUOTA_EXCEEDED", "CANCELLED",
     "MCP_HEADER_MISMATCH", "MCP_UNSUPPORTED_VERSION",
-    "RPCError", "ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams", "InternalError",
+    "RPCError", "ParseError", "InvalidRequest", "NestingTooDeep", "MethodNotFound", "InvalidParams",
+    "InternalError",
     "Unauthorized", "Forbidden", "ServiceUnavailable", "Timeout", "FrameTooLarge", "NotFound",
     "AlreadyExists", "PathOutsideRoot", "PayloadTooLarge", "Conflict", "FeatureUnavailable",
     "UpstreamError", "RateLimited", "QuotaExceeded", "Cancelled", "from_oserror", "from_error_object",
@@ -97,6 +99,15 @@ class ParseError(RPCError):
 class InvalidRequest(RPCError):
     code = INVALID_REQUEST
     default_message = "Invalid request"
+
+
+class NestingTooDeep(InvalidRequest):
+    """A message refused at parse time for its depth; `request_id` is its id when it could be read, so the
+    refusal can answer the request itself."""
+
+    def __init__(self, message: str, data: Any = None, *, request_id: str | int | None = None) -> None:
+        super().__init__(message, data)
+        self.request_id = request_id
 
 
 class MethodNotFound(RPCError):

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from .errors import FrameTooLarge, ParseError, RPCError
+from .decoding import MAX_DEPTH, decode_json
+from .errors import FrameTooLarge, NestingTooDeep, ParseError, RPCError
 
 __all__ = ["DEFAULT_MAX_FRAME", "Frame", "NulFrameDecoder", "encode_frame", "decode_json"]
 
@@ -27,19 +28,6 @@ class Frame:
     error: RPCError | None = None
 
 
-def decode_json(data: bytes) -> Any:
-    """Decode one frame's payload. Raises ParseError for invalid UTF-8 or invalid JSON."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        # orjson reports invalid UTF-8 as a decode error too; tell the two apart for the client.
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ParseError("Frame is not valid UTF-8") from exc
-        raise ParseError("Frame is not valid JSON") from exc
-
-
 def encode_frame(message: Any) -> bytes:
     """Serialise one message (or batch) to a frame, NUL included."""
     return orjson.dumps(message) + _NUL
@@ -50,13 +38,15 @@ class NulFrameDecoder:
 
     Empty frames (two NULs in a row) are keep-alives and are skipped. A frame that grows past `max_frame` is
     reported once as FrameTooLarge and its bytes are discarded up to its terminating NUL, so one bad frame
-    never desynchronises the stream.
+    never desynchronises the stream. A frame nested deeper than `max_depth` is reported as NestingTooDeep
+    (see `decoding`).
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_depth: int = MAX_DEPTH) -> None:
         if max_frame <= 0:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
+        self.max_depth = max_depth
         self._buf = bytearray()
         self._discarding = False
 
@@ -113,9 +103,8 @@ class NulFrameDecoder:
     def _too_large(self) -> FrameTooLarge:
         return FrameTooLarge(f"Frame exceeds the {self.max_frame}-byte limit")
 
-    @staticmethod
-    def _decode(payload: bytes) -> Frame:
+    def _decode(self, payload: bytes) -> Frame:
         try:
-            return Frame(value=decode_json(payload))
-        except ParseError as exc:
+            return Frame(value=decode_json(payload, self.max_depth))
+        except (ParseError, NestingTooDeep) as exc:
             return Frame(error=exc)

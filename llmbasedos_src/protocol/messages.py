@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, RPCError
+from .errors import InvalidRequest, NestingTooDeep, RPCError
 
 __all__ = [
     "Request", "Notification", "Response", "Message", "RequestId",
-    "parse_message", "request", "notification", "result_response", "error_response",
+    "parse_message", "request", "notification", "result_response", "error_response", "refusal",
 ]
 
 RequestId = str | int
@@ -114,3 +114,9 @@ def result_response(rid: RequestId | None, result: Any) -> dict[str, Any]:
 def error_response(rid: RequestId | None, error: RPCError | dict[str, Any]) -> dict[str, Any]:
     err = error.to_error() if isinstance(error, RPCError) else error
     return {"jsonrpc": "2.0", "id": rid, "error": err}
+
+
+def refusal(error: RPCError) -> dict[str, Any]:
+    """The answer to a frame refused before it became a message: id null, unless the error could read the
+    request's id (NestingTooDeep), so that the request itself gets its answer."""
+    return error_response(error.request_id if isinstance(error, NestingTooDeep) else None, error)

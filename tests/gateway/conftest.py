@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.gateway.harness import Env
+from tests.support.mcp_stack import McpStack
 
 
 @pytest.fixture
@@ -16,3 +17,13 @@ def env() -> Iterator[Env]:
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[McpStack]:
+    """fs and echo behind a gateway with its defaults, shared by one module's tests (tests/support/mcp_stack.py)."""
+    s = McpStack.start()
+    try:
+        yield s
+    finally:
+        s.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -17,15 +16,6 @@ from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 from tests.support.mcp_stack import FILES, McpStack
 
 MODES = ["auto", "legacy", "2026-07-28"]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[McpStack]:
-    s = McpStack.start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def text_of(result: Any) -> str:

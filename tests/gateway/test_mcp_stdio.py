@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -14,15 +13,6 @@ from mcp.types import TextResourceContents
 
 from tests.gateway.harness import REPO
 from tests.support.mcp_stack import FILES, McpStack
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[McpStack]:
-    s = McpStack.start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def bridge(stack: McpStack, *args: str, **env: str) -> StdioServerParameters:

@@ -36,6 +36,7 @@ from mcp.shared.inbound import (
 from starlette.types import Message, Receive, Scope, Send
 
 from ...protocol import errors
+from ...protocol.decoding import decode_json
 from ..auth import bearer_token, refusal_response
 from ..config import is_loopback
 from .service import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, McpCall, McpService
@@ -270,8 +271,11 @@ class McpDoor:
                 f"Request body is larger than {self.max_body} bytes")))
             return
         try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            message = decode_json(body)
+        except errors.NestingTooDeep as exc:
+            await _send_json(send, 400, _error(exc.request_id, exc))
+            return
+        except errors.ParseError:
             await _send_json(send, 400, _error(None, errors.ParseError("Parse error: the body is not valid JSON")))
             return
         if isinstance(message, list):
