@@ -29,8 +29,8 @@ from typing import Any
 from _procs import free_port
 from websockets.sync.client import connect as ws_connect
 
-from llmbasedos.programs import Program, available_programs
-from llmbasedos.supervisor_config import Layout, program_env
+from llmbasedos.appliance.programs import Program, available_programs
+from llmbasedos.appliance.supervisor_config import Layout, program_env
 
 
 def _cli() -> str:

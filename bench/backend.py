@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from _procs import cpu_seconds
 
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 
 CONCURRENCIES = (1, 16)
 

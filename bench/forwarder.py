@@ -25,7 +25,7 @@ import uvloop
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from llmbasedos.gateway.ws_frames import FINAL_TEXT, apply_mask, frame_extent, text_frame
+from llmbasedos.gateway.doors.ws_frames import FINAL_TEXT, apply_mask, frame_extent, text_frame
 
 
 def whole_frames(buf: bytes) -> Iterator[tuple[int, int, int]]:

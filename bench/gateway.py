@@ -43,7 +43,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import WebSocketURI, parse_uri
 
-from llmbasedos.gateway.ws_frames import FINAL_TEXT, masked_text_frame
+from llmbasedos.gateway.doors.ws_frames import FINAL_TEXT, masked_text_frame
 from llmbasedos.protocol.framing import NulFrameDecoder
 
 REPO = Path(__file__).resolve().parents[1]

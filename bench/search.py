@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from llmbasedos.servers.fs.semantic.chunking import chunk_text
 from llmbasedos.servers.fs.semantic.embedder import DIMENSION, MODEL_NAME, Embedder
 from llmbasedos.servers.fs.semantic.store import ChunkMeta, FileEntry, IndexStore

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from .protocol.framing import DEFAULT_MAX_FRAME
+from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME
 
 __all__ = ["Settings", "default_state_dir"]
 

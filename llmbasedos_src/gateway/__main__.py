@@ -13,12 +13,12 @@ import logging
 import socket
 import sys
 
-from ..faults import EXIT_NO_RETRY, clear_fault, record_fault
-from ..logs import setup_logging
-from ..settings import Settings
-from .config import ConfigError, GatewayConfig
-from .policy import Policy
-from .store_health import StoreCorrupt
+from llmbasedos.faults import EXIT_NO_RETRY, clear_fault, record_fault
+from llmbasedos.gateway.config import ConfigError, GatewayConfig
+from llmbasedos.gateway.policy.gatekeeper import Policy
+from llmbasedos.gateway.policy.store_health import StoreCorrupt
+from llmbasedos.logs import setup_logging
+from llmbasedos.settings import Settings
 
 log = logging.getLogger("llmbasedos.gateway")
 
@@ -58,10 +58,10 @@ def _serve(settings: Settings, config: GatewayConfig, policy: Policy) -> None:
     # The web stack is imported only once the state is known to be usable (see the module docstring).
     import uvicorn
 
-    from ..mcp_server_framework import freeze_startup_heap
-    from .app import create_app
-    from .http_protocol import CorkedHttpToolsProtocol
-    from .ws_protocol import DirectWebSocketProtocol
+    from llmbasedos.gateway.app import create_app
+    from llmbasedos.gateway.doors.http_protocol import CorkedHttpToolsProtocol
+    from llmbasedos.gateway.doors.ws_protocol import DirectWebSocketProtocol
+    from llmbasedos.heap import freeze_startup_heap
     try:
         sock = _bind(config.host, config.port)
     except OSError as exc:

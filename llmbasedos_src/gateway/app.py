@@ -13,19 +13,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ..mcp_server_framework import atomic_write_text
-from ..protocol import errors
-from ..settings import Settings
-from .auth import bearer_token, install_token_redactor, refusal_response, remote_of
-from .config import GatewayConfig
-from .mcp_http import McpHttpEndpoint
-from .mcp_http.transport import PATH as MCP_PATH
-from .metrics import render_usage
-from .policy import ClientIdentity, Policy
-from .runtime import VERSION, Gateway
-from .ui import install_ui
-from .visibility import reads_everything
-from .ws import ws_endpoint
+from llmbasedos.files import atomic_write_text
+from llmbasedos.gateway.config import GatewayConfig
+from llmbasedos.gateway.doors.auth import bearer_token, install_token_redactor, refusal_response, remote_of
+from llmbasedos.gateway.doors.mcp_http import McpHttpEndpoint
+from llmbasedos.gateway.doors.mcp_http.transport import PATH as MCP_PATH
+from llmbasedos.gateway.doors.ws import ws_endpoint
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
+from llmbasedos.gateway.policy.visibility import reads_everything
+from llmbasedos.gateway.routing.metrics import render_usage
+from llmbasedos.gateway.runtime import VERSION, Gateway
+from llmbasedos.gateway.ui import install_ui
+from llmbasedos.protocol import errors
+from llmbasedos.settings import Settings
 
 __all__ = ["create_app", "ENDPOINT_FILE"]
 

@@ -13,29 +13,20 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import Settings
+from llmbasedos.loopback import is_loopback
+from llmbasedos.settings import Settings
 
-__all__ = ["GatewayConfig", "ConfigError", "MCP_SESSIONS_PER_CLIENT", "is_loopback"]
+__all__ = ["GatewayConfig", "ConfigError", "MCP_SESSIONS_PER_CLIENT"]
 
 MCP_SESSIONS_PER_CLIENT = 32
 
 
 class ConfigError(ValueError):
     """A gateway setting is invalid; the message names the variable."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _truthy(value: str | None) -> bool:

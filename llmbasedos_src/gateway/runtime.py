@@ -11,18 +11,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .. import __version__ as _package_version
-from ..settings import Settings
-from .config import GatewayConfig
-from .discovery import Discovery
-from .methods import install_builtin_methods
-from .metrics import Metrics
-from .policy import ClientIdentity, Policy
-from .router import Router
-from .session import SendFn, Session
-from .status import build_status
-from .unix_door import UnixDoor
-from .upstream import UpstreamPool
+from llmbasedos import __version__ as _package_version
+from llmbasedos.gateway.config import GatewayConfig
+from llmbasedos.gateway.doors.session import SendFn, Session
+from llmbasedos.gateway.doors.unix import UnixDoor
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
+from llmbasedos.gateway.routing.discovery import Discovery
+from llmbasedos.gateway.routing.methods import install_builtin_methods
+from llmbasedos.gateway.routing.metrics import Metrics
+from llmbasedos.gateway.routing.router import Router
+from llmbasedos.gateway.routing.upstream import UpstreamPool
+from llmbasedos.gateway.status import build_status
+from llmbasedos.settings import Settings
 
 __all__ = ["Gateway", "VERSION"]
 

@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-from .visibility import reads_everything
+from llmbasedos.gateway.doors.session import Session
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
+from llmbasedos.gateway.policy.visibility import reads_everything
+from llmbasedos.gateway.routing.discovery import Discovery
+from llmbasedos.gateway.routing.metrics import Metrics
+from llmbasedos.gateway.routing.router import Router
 
-if TYPE_CHECKING:
-    from .policy import ClientIdentity
-    from .runtime import Gateway
-
-__all__ = ["build_status"]
+__all__ = ["StatusSource", "build_status"]
 
 
-def build_status(gateway: Gateway, client: ClientIdentity) -> dict[str, Any]:
+class StatusSource(Protocol):
+    """The parts of the running gateway the document is read from (`runtime.Gateway` is one)."""
+
+    router: Router
+    policy: Policy
+    discovery: Discovery
+    metrics: Metrics
+
+    @property
+    def sessions(self) -> Iterable[Session]: ...
+
+
+def build_status(gateway: StatusSource, client: ClientIdentity) -> dict[str, Any]:
     everything = reads_everything(client)
     router = gateway.router
     visible = set(router.methods()) if everything else set(router.methods_for(client))

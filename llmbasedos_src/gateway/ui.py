@@ -24,10 +24,10 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..protocol import errors
-from .auth import bearer_token, refusal_response, remote_of
-from .policy import ClientIdentity
-from .visibility import own_entries
+from llmbasedos.gateway.doors.auth import bearer_token, refusal_response, remote_of
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity
+from llmbasedos.gateway.policy.visibility import own_entries
+from llmbasedos.protocol import errors
 
 __all__ = ["install_ui", "SECURITY_HEADERS", "AUDIT_ENTRIES"]
 

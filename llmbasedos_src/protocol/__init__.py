@@ -1,9 +1,9 @@
 """The llmbasedos wire protocol, free of I/O: JSON-RPC 2.0 messages, error codes and NUL framing."""
 
-from .decoding import MAX_DEPTH
-from .errors import RPCError
-from .framing import DEFAULT_MAX_FRAME, Frame, NulFrameDecoder, decode_json, encode_frame
-from .messages import (
+from llmbasedos.protocol.decoding import MAX_DEPTH
+from llmbasedos.protocol.errors import RPCError
+from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, Frame, NulFrameDecoder, decode_json, encode_frame
+from llmbasedos.protocol.messages import (
     Message,
     Notification,
     Request,

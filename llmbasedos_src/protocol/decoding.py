@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .errors import NestingTooDeep, ParseError
+from llmbasedos.protocol.errors import NestingTooDeep, ParseError
 
 __all__ = ["MAX_DEPTH", "MAX_ANSWER_DEPTH", "ORJSON_MAX_DEPTH", "decode_json", "nesting_depth"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from .decoding import MAX_DEPTH, decode_json
-from .errors import FrameTooLarge, NestingTooDeep, ParseError, RPCError
+from llmbasedos.protocol.decoding import MAX_DEPTH, decode_json
+from llmbasedos.protocol.errors import FrameTooLarge, NestingTooDeep, ParseError, RPCError
 
 __all__ = ["DEFAULT_MAX_FRAME", "Frame", "NulFrameDecoder", "encode_frame", "decode_json"]
 

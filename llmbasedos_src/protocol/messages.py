@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, NestingTooDeep, RPCError
+from llmbasedos.protocol.errors import InvalidRequest, NestingTooDeep, RPCError
 
 __all__ = [
     "Request", "Notification", "Response", "Message", "RequestId",

@@ -54,7 +54,7 @@ _WORKFLOW = {
 
 
 def _cli() -> list[str]:
-    return [sys.executable, "-m", "llmbasedos.cli"]
+    return [sys.executable, "-m", "llmbasedos.appliance.cli"]
 
 
 def _clean_env() -> dict[str, str]:

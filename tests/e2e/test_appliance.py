@@ -189,7 +189,7 @@ async def test_mcp_door_with_the_official_sdk(appliance: Appliance, token: str) 
 
 def test_luca_shell_finds_the_appliance_by_itself(appliance: Appliance) -> None:
     # appliance.env carries no LLMBDO_* variable: the URL and the token come from the state dir alone.
-    res = subprocess.run([sys.executable, "-m", "llmbasedos.shell", "--state-dir", str(appliance.state),
+    res = subprocess.run([sys.executable, "-m", "llmbasedos.clients.shell", "--state-dir", str(appliance.state),
                           "-c", "write /from-luca.txt hello from luca", "-c", "cat /welcome.txt",
                           "-c", "mcp.sync.listRemotes"],
                          env=appliance.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

@@ -27,7 +27,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from llmbasedos.gateway.tokens import TokenStore
+from llmbasedos.gateway.policy.tokens import TokenStore
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
 from tests.support.procs import ServerHandle, start_server

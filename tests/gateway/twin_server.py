@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from llmbasedos.mcp_server_framework import CallContext, MCPServer, method
+from llmbasedos.backend.server import CallContext, MCPServer, method
 
 
 class TwinServer(MCPServer):

@@ -148,14 +148,14 @@ class AgentStack:
 
     def create_token(self, name: str, *allow: str) -> str:
         """`llmbasedos token create NAME --allow ...`, as a person would; returns the token it prints."""
-        out = subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "create", name, "--state-dir",
+        out = subprocess.run([sys.executable, "-m", "llmbasedos.appliance.cli", "token", "create", name, "--state-dir",
                               str(self.env.state), "--allow", *allow], env=self.env.env, capture_output=True,
                              text=True, check=True, timeout=60)
         return out.stdout.strip().splitlines()[-1]
 
     def update_token(self, name: str, *args: str) -> None:
         """`llmbasedos token update NAME ...` while the stack runs."""
-        subprocess.run([sys.executable, "-m", "llmbasedos.cli", "token", "update", name, *args, "--state-dir",
+        subprocess.run([sys.executable, "-m", "llmbasedos.appliance.cli", "token", "update", name, *args, "--state-dir",
                         str(self.env.state)], env=self.env.env, capture_output=True, text=True, check=True,
                        timeout=60)
 

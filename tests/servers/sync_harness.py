@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.gateway.harness import WsClient
 from tests.support.procs import ServerHandle
 from tests.support.webdav import WebDav

@@ -13,7 +13,7 @@ import docx
 import pytest
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.procs import ServerHandle, start_server
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.servers.test_fs_search_corpus import (
     DOCX_PARAGRAPHS,
     FIRE_QUERY,

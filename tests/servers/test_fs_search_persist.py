@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.procs import ServerHandle, start_server
 
 FILES = {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llmbasedos.common_utils import VirtualRoot
-from llmbasedos.servers.fs.semantic.index import SemanticIndex
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.servers.fs.semantic.index import SemanticIndex, _Run
 from llmbasedos.servers.fs.semantic.store import ChunkMeta, FileEntry, IndexStore
 
 DIM = 8
@@ -101,7 +102,10 @@ def test_walk_skips_tool_dirs_symlinks_and_the_index_itself(tmp_path: Path) -> N
         (root / rel).write_text("text")
     (root / "link.txt").symlink_to(root / "a.txt")
     (root / "linkdir").symlink_to(root / "sub")
+    os.mkfifo(root / "sub" / "pipe")
     index = SemanticIndex(VirtualRoot(root), root / "data" / "search")
-    found = [c.vpath for c in index._walk("/", True)]
+    run = _Run("/")
+    found = [c.vpath for c in index._walk("/", True, run)]
     assert found == ["/a.txt", "/sub/b.md"]
-    assert [c.vpath for c in index._walk("/", False)] == ["/a.txt"]
+    assert [s["path"] for s in run.skipped] == ["/sub/pipe"]  # listed, never opened
+    assert [c.vpath for c in index._walk("/", False, _Run("/"))] == ["/a.txt"]

@@ -20,7 +20,7 @@ import pytest
 
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.errors import RPCError
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.procs import ServerHandle, start_server
 
 SECRET = "TOPSECRET-fs-server"

@@ -24,7 +24,7 @@ import docx
 import pytest
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.procs import ServerHandle, start_server
 
 DEADLINE_S = 20.0  # far above any answer here; reached only when a call hangs

@@ -12,7 +12,6 @@ from llmbasedos.servers.mail.accounts import (
     Secret,
     SecretError,
     accounts_path,
-    is_loopback,
     load_accounts,
     parse_accounts,
 )
@@ -165,11 +164,3 @@ def test_describe_never_shows_secrets(tmp_path: Path) -> None:
     acc = parse_accounts(_one(smtp={"host": "smtp.example.org"}), env=ENV)["work"]
     described = repr(acc.describe()) + repr(acc)
     assert ENV["WORK_PW"] not in described and "WORK_PW" not in repr(acc.describe())
-
-
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
-    ("imap.example.org", False), ("10.0.0.1", False), ("localhost.example.org", False),
-])
-def test_is_loopback(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback

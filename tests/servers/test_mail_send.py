@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.dovecot import PDF_BYTES, free_port, self_signed_cert
 from tests.support.procs import ServerHandle, start_server
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from llmbasedos.protocol import errors
-from llmbasedos.rpc_client import RPCClient
+from llmbasedos.rpc.client import RPCClient
 from tests.support.dovecot import (
     INVITE_ICS,
     PDF_BYTES,

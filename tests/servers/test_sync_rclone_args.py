@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbasedos.common_utils import VirtualRoot
+from llmbasedos.backend.confinement import VirtualRoot
 from llmbasedos.protocol import errors
 from llmbasedos.servers.sync.local_remotes import LocalRemotes, judge, reach
 from llmbasedos.servers.sync.rclone_args import (

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmbasedos.mcp_server_framework import CallContext, MCPServer, method
+from llmbasedos.backend.server import CallContext, MCPServer, method
 from llmbasedos.protocol import errors
 
 

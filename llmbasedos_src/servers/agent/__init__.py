@@ -1,1 +1,1 @@
-"""servers/agent"""
+"""The agent server: YAML workflows run for the client that starts them, bounded in runs, depth and templates."""

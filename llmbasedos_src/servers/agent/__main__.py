@@ -1,5 +1,5 @@
 """`python -m llmbasedos.servers.agent`"""
 
-from .server import AgentServer
+from llmbasedos.servers.agent.server import AgentServer
 
 AgentServer.main()

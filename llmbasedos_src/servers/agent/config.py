@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from ...settings import Settings
+from llmbasedos.settings import Settings
 
 __all__ = ["AgentConfig", "ConfigError", "CONFIG_FILE", "setting_of"]
 

@@ -28,14 +28,14 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from ...protocol import errors
-from .config import AgentConfig
-from .gateway_client import GatewayClient
-from .runs import LiveRuns
-from .steps import StepFailed, http_request, post_webhook, run_docker
-from .store import ExecutionRecord, ExecutionStore
-from .templating import TemplateError, Templater
-from .workflow import STEP_KINDS, Workflow, goto_target
+from llmbasedos.protocol import errors
+from llmbasedos.servers.agent.config import AgentConfig
+from llmbasedos.servers.agent.gateway_client import GatewayClient
+from llmbasedos.servers.agent.runs import LiveRuns
+from llmbasedos.servers.agent.steps import StepFailed, http_request, post_webhook, run_docker
+from llmbasedos.servers.agent.store import ExecutionRecord, ExecutionStore
+from llmbasedos.servers.agent.templating import TemplateError, Templater
+from llmbasedos.servers.agent.workflow import STEP_KINDS, Workflow, goto_target
 
 __all__ = ["Engine", "RunState", "validate_inputs", "MAX_STEP_RUNS", "MAX_LOG"]
 

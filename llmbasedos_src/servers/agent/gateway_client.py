@@ -14,9 +14,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ...protocol import errors
-from ...protocol.framing import encode_frame
-from ...rpc_client import RPCClient
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.framing import encode_frame
+from llmbasedos.rpc.client import RPCClient
 
 __all__ = ["GatewayClient"]
 

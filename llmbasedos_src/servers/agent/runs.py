@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...protocol import errors
-from .config import AgentConfig, setting_of
+from llmbasedos.protocol import errors
+from llmbasedos.servers.agent.config import AgentConfig, setting_of
 
 __all__ = ["LiveRuns", "Lineage"]
 

@@ -29,23 +29,23 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...caller import Caller
-from ...mcp_server_framework import CallContext, MCPServer, method
-from ...protocol import errors
-from ...settings import Settings
-from .config import AgentConfig, ConfigError
-from .engine import Engine, validate_inputs
-from .gateway_client import GatewayClient
-from .runs import LiveRuns
-from .store import LIVE_STATES, ExecutionRecord, ExecutionStore
-from .templating import Templater
-from .workflow import Workflow, WorkflowLibrary
+from llmbasedos.backend.server import CallContext, MCPServer, method
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.caller import Caller
+from llmbasedos.servers.agent.config import AgentConfig, ConfigError
+from llmbasedos.servers.agent.engine import Engine, validate_inputs
+from llmbasedos.servers.agent.gateway_client import GatewayClient
+from llmbasedos.servers.agent.runs import LiveRuns
+from llmbasedos.servers.agent.store import LIVE_STATES, ExecutionRecord, ExecutionStore
+from llmbasedos.servers.agent.templating import Templater
+from llmbasedos.servers.agent.workflow import Workflow, WorkflowLibrary
+from llmbasedos.settings import Settings
 
 __all__ = ["AgentServer"]
 
 
 def _who(ctx: CallContext) -> tuple[str | None, str | None, bool]:
-    """(client id, client name, is owner) of the call (the rule is llmbasedos.caller's)."""
+    """(client id, client name, is owner) of the call (the rule is llmbasedos.protocol.caller's)."""
     caller = Caller.of(ctx.caller)
     return caller.client_id, caller.name, caller.is_owner
 

@@ -20,8 +20,8 @@ from jinja2 import BaseLoader, StrictUndefined, TemplateNotFound, TemplateSyntax
 from jinja2.environment import Environment
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 
-from .config import AgentConfig
-from .sandbox import Sandbox
+from llmbasedos.servers.agent.config import AgentConfig
+from llmbasedos.servers.agent.sandbox import Sandbox
 
 __all__ = ["TemplateError", "Templater", "is_template"]
 

@@ -42,7 +42,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .templating import TemplateError, Templater
+from llmbasedos.servers.agent.templating import TemplateError, Templater
 
 __all__ = ["Workflow", "WorkflowError", "WorkflowLibrary", "parse_workflow", "STEP_KINDS", "LIST_KINDS"]
 

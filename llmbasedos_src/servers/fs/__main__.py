@@ -1,5 +1,5 @@
 """`python -m llmbasedos.servers.fs`"""
 
-from .server import FSServer
+from llmbasedos.servers.fs.server import FSServer
 
 FSServer.main()

@@ -16,11 +16,11 @@ import stat as stat_mod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...common_utils import Located, VirtualRoot
-from ...mcp_server_framework import CallContext, method
-from ...protocol.errors import InvalidParams, PayloadTooLarge
-from ...settings import Settings
-from ...special_files import open_at
+from llmbasedos.backend.confinement import Located, VirtualRoot
+from llmbasedos.backend.server import CallContext, method
+from llmbasedos.backend.special_files import open_at
+from llmbasedos.protocol.errors import InvalidParams, PayloadTooLarge
+from llmbasedos.settings import Settings
 
 __all__ = ["DocxHandlers", "read_paragraphs", "apply_updates"]
 

@@ -19,8 +19,9 @@ import stat as stat_mod
 from datetime import UTC, datetime
 from typing import Any
 
-from ...common_utils import VirtualRoot
-from ...protocol.errors import (
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.backend.special_files import require_regular
+from llmbasedos.protocol.errors import (
     AlreadyExists,
     Conflict,
     Forbidden,
@@ -28,8 +29,7 @@ from ...protocol.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from ...special_files import require_regular
-from .tree_copy import CopyCounter, Progress, copy_dir_contents, copy_file, lstat_at, tmp_name
+from llmbasedos.servers.fs.tree_copy import CopyCounter, Progress, copy_dir_contents, copy_file, lstat_at, tmp_name
 
 __all__ = [
     "FileOps", "DEFAULT_MAX_READ", "DEFAULT_MAX_WRITE", "entry_type", "iso_time", "guess_mime",

@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...common_utils import VirtualRoot
-from ...mcp_server_framework import CallContext, method
-from ...protocol.errors import RPCError
-from ...settings import Settings
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.backend.server import CallContext, method
+from llmbasedos.protocol.errors import RPCError
+from llmbasedos.settings import Settings
 
 if TYPE_CHECKING:
-    from .semantic.index import SemanticIndex
+    from llmbasedos.servers.fs.semantic.index import SemanticIndex
 
 __all__ = ["SearchHandlers"]
 
@@ -50,14 +50,14 @@ class SearchHandlers:
             if self._semantic is None:
                 if self._semantic_error is not None:
                     raise self._semantic_error
-                from .semantic.embedder import require_search_extra
+                from llmbasedos.servers.fs.semantic.embedder import require_search_extra
 
                 try:
                     require_search_extra()
                 except RPCError as exc:
                     self._semantic_error = exc
                     raise
-                from .semantic.index import SemanticIndex
+                from llmbasedos.servers.fs.semantic.index import SemanticIndex
 
                 self._semantic = SemanticIndex(self._semantic_root(), self.settings.data_dir / "search")
             return self._semantic

@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...common_utils import VirtualRoot
-from ...mcp_server_framework import CallContext, MCPServer, method
-from ...settings import Settings
-from .docx_handlers import DocxHandlers
-from .ops import DEFAULT_MAX_READ, DEFAULT_MAX_WRITE, FileOps
-from .search_handlers import SearchHandlers
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.backend.server import CallContext, MCPServer, method
+from llmbasedos.servers.fs.docx_handlers import DocxHandlers
+from llmbasedos.servers.fs.ops import DEFAULT_MAX_READ, DEFAULT_MAX_WRITE, FileOps
+from llmbasedos.servers.fs.search_handlers import SearchHandlers
+from llmbasedos.settings import Settings
 
 __all__ = ["FSServer"]
 

@@ -15,7 +15,7 @@ import secrets
 import stat as stat_mod
 from collections.abc import Callable
 
-from ...special_files import kind_of, open_at
+from llmbasedos.backend.special_files import kind_of, open_at
 
 __all__ = ["Progress", "CopyCounter", "lstat_at", "copy_file", "copy_dir_contents", "tmp_name", "TMP_PREFIX"]
 

@@ -1,3 +1,3 @@
-from .program import main
+from llmbasedos.servers.llm_local.program import main
 
 main()

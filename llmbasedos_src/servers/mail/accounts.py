@@ -23,7 +23,6 @@ demand, so a token file that is rotated on disk is picked up at the next connect
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -34,8 +33,10 @@ from typing import Any, Literal
 
 import yaml
 
+from llmbasedos.loopback import is_loopback
+
 __all__ = ["Account", "AccountsError", "Endpoint", "Secret", "SecretError", "accounts_path", "load_accounts",
-           "is_loopback", "parse_accounts"]
+           "parse_accounts"]
 
 Security = Literal["tls", "starttls", "none"]
 _SECURITIES = ("tls", "starttls", "none")
@@ -131,15 +132,6 @@ def accounts_path(config_dir: Path, env: Mapping[str, str] | None = None) -> Pat
     env = os.environ if env is None else env
     value = env.get("LLMBDO_MAIL_ACCOUNTS")
     return Path(value) if value else config_dir / "mail_accounts.yaml"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def load_accounts(path: Path, env: Mapping[str, str] | None = None) -> dict[str, Account]:

@@ -11,10 +11,10 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from ...protocol import errors
-from . import messages
-from .pool import upstream_message
-from .search import build_criteria
+from llmbasedos.protocol import errors
+from llmbasedos.servers.mail import messages
+from llmbasedos.servers.mail.pool import upstream_message
+from llmbasedos.servers.mail.search import build_criteria
 
 __all__ = ["list_folders", "list_messages", "fetch_raw", "set_flags", "check_folder_name"]
 

@@ -16,8 +16,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from typing import Any
 
-from ...protocol import errors
-from .ical import IcsError, parse_ics
+from llmbasedos.protocol import errors
+from llmbasedos.servers.mail.ical import IcsError, parse_ics
 
 __all__ = ["SUMMARY_FETCH", "summarize", "parse_message", "get_attachment", "flag_names", "clean_text",
            "decode_base64"]

@@ -22,8 +22,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 
-from ...protocol import errors
-from .accounts import Account, Endpoint, SecretError
+from llmbasedos.protocol import errors
+from llmbasedos.servers.mail.accounts import Account, Endpoint, SecretError
 
 __all__ = ["AccountPool", "tls_context", "upstream_message"]
 

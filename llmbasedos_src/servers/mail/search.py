@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from ...protocol import errors
+from llmbasedos.protocol import errors
 
 __all__ = ["build_criteria", "SEARCH_KEYS"]
 

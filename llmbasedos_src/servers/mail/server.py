@@ -19,15 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...logs import setup_logging
-from ...mcp_server_framework import CallContext, MCPServer, method
-from ...protocol import errors
-from ...protocol.caps import CapsError
-from ...settings import Settings
-from . import mailbox, messages, smtp
-from .accounts import Account, AccountsError, accounts_path, load_accounts
-from .ical import IcsError, parse_ics
-from .pool import AccountPool
+from llmbasedos.backend.server import CallContext, MCPServer, method
+from llmbasedos.logs import setup_logging
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.caps import CapsError
+from llmbasedos.servers.mail import mailbox, messages, smtp
+from llmbasedos.servers.mail.accounts import Account, AccountsError, accounts_path, load_accounts
+from llmbasedos.servers.mail.ical import IcsError, parse_ics
+from llmbasedos.servers.mail.pool import AccountPool
+from llmbasedos.settings import Settings
 
 __all__ = ["MailServer"]
 

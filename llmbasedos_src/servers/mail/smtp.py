@@ -12,10 +12,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
-from ...protocol import errors
-from .accounts import Account, Endpoint, SecretError
-from .messages import decode_base64
-from .pool import tls_context, upstream_message
+from llmbasedos.protocol import errors
+from llmbasedos.servers.mail.accounts import Account, Endpoint, SecretError
+from llmbasedos.servers.mail.messages import decode_base64
+from llmbasedos.servers.mail.pool import tls_context, upstream_message
 
 __all__ = ["compose", "send"]
 

@@ -1,5 +1,5 @@
 """`python -m llmbasedos.servers.sync`"""
 
-from .server import SyncServer
+from llmbasedos.servers.sync.server import SyncServer
 
 SyncServer.main()

@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ...caller import Caller
-from ...protocol import errors
-from .rclone_args import Location, ParsedFlags, build_argv
-from .rclone_log import (
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.caller import Caller
+from llmbasedos.servers.sync.rclone_args import Location, ParsedFlags, build_argv
+from llmbasedos.servers.sync.rclone_log import (
     LogEvent,
     Redactor,
     describe_exit,
@@ -42,7 +42,7 @@ from .rclone_log import (
     progress_from_stats,
     read_tail_events,
 )
-from .store import LIVE_STATES, JobRecord, JobStore
+from llmbasedos.servers.sync.store import LIVE_STATES, JobRecord, JobStore
 
 log = logging.getLogger("llmbasedos.sync")
 

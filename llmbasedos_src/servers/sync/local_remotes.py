@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .remotes import Remote
+from llmbasedos.servers.sync.remotes import Remote
 
 __all__ = ["LocalRemotes", "Reach", "Verdict", "judge", "reach", "SETTING"]
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ...common_utils import VirtualRoot
-from ...protocol import errors
-from .local_remotes import LocalRemotes, judge
-from .remotes import Remote
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.protocol import errors
+from llmbasedos.servers.sync.local_remotes import LocalRemotes, judge
+from llmbasedos.servers.sync.remotes import Remote
 
 __all__ = ["MODES", "Location", "parse_location", "parse_flags", "ParsedFlags", "build_argv", "allowed_flags",
            "overlaps"]

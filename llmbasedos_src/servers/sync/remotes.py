@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...protocol import errors
+from llmbasedos.protocol import errors
 
 __all__ = ["Remote", "Wrapped", "read_remotes", "REMOTE_NAME_RE"]
 

@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...caller import Caller
-from ...common_utils import VirtualRoot
-from ...mcp_server_framework import CallContext, MCPServer, method
-from ...protocol import errors
-from ...settings import Settings
-from .jobs import JobLimits, JobManager
-from .local_remotes import LocalRemotes, judge
-from .rclone_args import Location, overlaps, parse_flags, parse_location
-from .rclone_log import Redactor
-from .remotes import read_remotes
-from .store import JobStore
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.backend.server import CallContext, MCPServer, method
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.caller import Caller
+from llmbasedos.servers.sync.jobs import JobLimits, JobManager
+from llmbasedos.servers.sync.local_remotes import LocalRemotes, judge
+from llmbasedos.servers.sync.rclone_args import Location, overlaps, parse_flags, parse_location
+from llmbasedos.servers.sync.rclone_log import Redactor
+from llmbasedos.servers.sync.remotes import read_remotes
+from llmbasedos.servers.sync.store import JobStore
+from llmbasedos.settings import Settings
 
 __all__ = ["SyncServer", "SyncSettings"]
 

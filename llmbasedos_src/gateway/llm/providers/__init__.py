@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import httpx
 
-from ..registry import ModelConfig
-from .anthropic import AnthropicProvider
-from .base import ChatResult, Delta, EmbedResult, Provider, ProviderRejected, ProviderUnreachable, StreamEnd, Usage
-from .openai_compat import OpenAICompatProvider
+from llmbasedos.gateway.llm.providers.anthropic import AnthropicProvider
+from llmbasedos.gateway.llm.providers.base import (
+    ChatResult,
+    Delta,
+    EmbedResult,
+    Provider,
+    ProviderRejected,
+    ProviderUnreachable,
+    StreamEnd,
+    Usage,
+)
+from llmbasedos.gateway.llm.providers.openai_compat import OpenAICompatProvider
+from llmbasedos.gateway.llm.registry import ModelConfig
 
 __all__ = [
     "AnthropicProvider", "OpenAICompatProvider", "Provider", "ProviderUnreachable", "ProviderRejected", "ChatResult",

@@ -15,9 +15,9 @@ import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
 
-from ....protocol.errors import InvalidParams
-from ..options import DEFAULT_MAX_TOKENS
-from .base import ChatResult, Delta, Provider, StreamEnd, Usage, protocol_error
+from llmbasedos.gateway.llm.options import DEFAULT_MAX_TOKENS
+from llmbasedos.gateway.llm.providers.base import ChatResult, Delta, Provider, StreamEnd, Usage, protocol_error
+from llmbasedos.protocol.errors import InvalidParams
 
 __all__ = ["AnthropicProvider", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
-import ipaddress
 import logging
 import random
 import ssl
@@ -23,13 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from ....protocol.errors import FeatureUnavailable, RPCError, ServiceUnavailable, Timeout, UpstreamError
-from ..registry import ModelConfig
+from llmbasedos.gateway.llm.registry import ModelConfig
+from llmbasedos.loopback import is_loopback_url
+from llmbasedos.protocol.errors import FeatureUnavailable, RPCError, ServiceUnavailable, Timeout, UpstreamError
 
 __all__ = [
     "Usage", "ChatResult", "Delta", "StreamEnd", "EmbedResult", "Provider", "ProviderUnreachable", "ProviderRejected",
@@ -119,16 +118,6 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Provider(ABC):
     """One configured alias. Subclasses build requests and read responses; the base sends and retries."""
 
@@ -138,7 +127,7 @@ class Provider(ABC):
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout, connect=min(10.0, cfg.timeout)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            trust_env=not _is_loopback(cfg.base_url),
+            trust_env=not is_loopback_url(cfg.base_url),
             verify=_ssl_context(),
             transport=transport,
         )

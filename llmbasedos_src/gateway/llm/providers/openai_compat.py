@@ -13,8 +13,16 @@ import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
 
-from ....protocol.errors import FeatureUnavailable, RPCError
-from .base import ChatResult, Delta, EmbedResult, Provider, StreamEnd, Usage, protocol_error
+from llmbasedos.gateway.llm.providers.base import (
+    ChatResult,
+    Delta,
+    EmbedResult,
+    Provider,
+    StreamEnd,
+    Usage,
+    protocol_error,
+)
+from llmbasedos.protocol.errors import FeatureUnavailable, RPCError
 
 __all__ = ["OpenAICompatProvider"]
 

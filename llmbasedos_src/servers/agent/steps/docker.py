@@ -12,8 +12,8 @@ import re
 import shutil
 from typing import Any
 
-from ..config import AgentConfig
-from .http import StepFailed
+from llmbasedos.servers.agent.config import AgentConfig
+from llmbasedos.servers.agent.steps.http import StepFailed
 
 __all__ = ["run_docker"]
 

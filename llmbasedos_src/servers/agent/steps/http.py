@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..config import AgentConfig
+from llmbasedos.servers.agent.config import AgentConfig
 
 __all__ = ["StepFailed", "http_request", "post_webhook"]
 

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any
 
-from ....protocol.errors import FeatureUnavailable
+from llmbasedos.protocol.errors import FeatureUnavailable
 
 __all__ = ["Embedder", "MODEL_NAME", "DIMENSION", "require_search_extra"]
 

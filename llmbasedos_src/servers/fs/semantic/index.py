@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ....common_utils import VirtualRoot
-from ....protocol.errors import NotFound, RPCError
-from ....special_files import NotRegularFile, kind_of
-from .chunking import Chunk, chunk_text
-from .embedder import DIMENSION, MODEL_NAME, Embedder
-from .extract import EXTRACTOR_VERSION, Unindexable, extract_text
-from .store import ChunkMeta, FileEntry, IndexStore
+from llmbasedos.backend.confinement import VirtualRoot
+from llmbasedos.backend.special_files import NotRegularFile, kind_of
+from llmbasedos.protocol.errors import NotFound, RPCError
+from llmbasedos.servers.fs.semantic.chunking import Chunk, chunk_text
+from llmbasedos.servers.fs.semantic.embedder import DIMENSION, MODEL_NAME, Embedder
+from llmbasedos.servers.fs.semantic.extract import EXTRACTOR_VERSION, Unindexable, extract_text
+from llmbasedos.servers.fs.semantic.store import ChunkMeta, FileEntry, IndexStore
 
 __all__ = ["SemanticIndex", "ProgressFn", "DEFAULT_MAX_FILE_BYTES", "max_file_bytes_from_env"]
 

@@ -1,0 +1,11 @@
+"""The appliance as a person runs it: `llmbasedos up/status/down/validate`, the program list, the supervisord
+configuration, `token`/`licence`/`audit` administration and `prepare-models`.
+
+    cli.py                the `llmbasedos` command and its subcommands' dispatch
+    programs.py           the programs that make up the appliance, declared once as data
+    supervisor_config.py  supervisord's configuration rendered from that list (pure)
+    admin_cli.py          `token`, `licence`, `audit`: the policy's stores, from the command line
+    models_cli.py         `prepare-models`
+
+The top layer: it starts everything, so it may import any part of the package; nothing imports it.
+"""

@@ -1,0 +1,1 @@
+"""luca-shell, the interactive MCP client for people (`luca-shell`, or `python -m llmbasedos.clients.shell`)."""

@@ -1,0 +1,3 @@
+from llmbasedos.clients.shell.luca import main
+
+main()

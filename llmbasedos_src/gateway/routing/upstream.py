@@ -1,0 +1,541 @@
+"""The upstream pool: one persistent, multiplexed connection per backend service.
+
+A connection is opened on first use (or when discovery announces the service), reopened with exponential
+backoff when the backend goes away, and shared by every call to that service. Calls in flight when the
+backend dies fail with ServiceUnavailable; calls made while it is down fail fast with the same error instead of
+waiting, so a dead or slow backend never holds up calls to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
+from llmbasedos.rpc.client import NotificationHandler, RPCClient
+from llmbasedos.rpc.read_scope import READS
+from llmbasedos.rpc.write_gate import WriteGate
+
+__all__ = ["BackendClient", "Upstream", "UpstreamPool", "Waiter"]
+
+log = logging.getLogger("llmbasedos.gateway.routing.upstream")
+
+_FIRST_BACKOFF = 0.05
+_HIGH_WATER = 1 << 20
+_MAX_BACKOFF = 2.0
+
+
+class _UpstreamConnection(asyncio.Protocol):
+    """The socket under a `BackendClient`, standing in for its StreamWriter.
+
+    Bytes in go to the client from `data_received`, with no read-loop task to wake per read. Frames out that
+    are written during one turn of the event loop leave in one write, so many calls in flight cost a couple of
+    system calls (and wake-ups of the backend) per turn instead of one each.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._buf: list[bytes] = []
+        self._scheduled = False
+        self._client: RPCClient | None = None
+        self._early: list[bytes] = []  # bytes that came before the client was attached
+        self._gate = WriteGate(self._loop)
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+
+    def attach(self, client: RPCClient) -> None:
+        self._client = client
+        for data in self._early:
+            client.feed(data)
+        self._early.clear()
+        if self._closed.done():
+            client.lost()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not registered as a Transport
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self._client is None:
+            self._early.append(data)
+        else:
+            with READS:  # the answers' writes to clients leave when this read is handled
+                self._client.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._gate.open()
+        if self._client is not None:
+            self._client.lost()
+
+    def pause_writing(self) -> None:
+        self._gate.close()
+
+    def resume_writing(self) -> None:
+        self._gate.open()
+
+    # -- the StreamWriter side the client uses
+
+    def write(self, data: bytes) -> None:
+        # Every frame waits for the end of the read being handled (READS) or else of this pass of the event
+        # loop, so the calls that one read or all the ready tasks make leave in one write. Sending the first
+        # frame at once cost a system call per call under load, since most reads and passes start one.
+        if not self._scheduled:
+            self._scheduled = True
+            if not READS.defer(self):
+                self._loop.call_soon(self.flush)
+        self._buf.append(data)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        self._flush_now()
+
+    def _flush_now(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
+        self._buf.clear()
+        if self.transport.is_closing():
+            return  # connection_lost fails the calls waiting for answers
+        try:
+            self.transport.write(data)
+        except (OSError, RuntimeError):
+            self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    async def drain(self) -> None:
+        self._flush_now()
+        await self._gate.wait()
+
+    def close(self) -> None:
+        self._flush_now()
+        self.transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+class BackendClient(RPCClient):
+    """The RPCClient, plus the `caller` member the gateway adds to each request: the identity the call is
+    made for ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent)
+    can act with that client's rights and no more."""
+
+    async def call_for(self, caller: dict[str, Any] | None, method: str, params: Any,
+                       on_notification: NotificationHandler | None = None) -> Any:
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        if on_notification is not None:
+            self._listeners[rid] = on_notification
+        try:
+            self._writer.write(_request_frame(rid, caller, method, params))
+            if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
+                await self._writer.drain()
+            return await fut
+        except asyncio.CancelledError:
+            self.cancel(rid)
+            raise
+        finally:
+            self._pending.pop(rid, None)
+            self._listeners.pop(rid, None)
+
+    def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter) -> int:
+        """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes, and
+        relays the notifications the backend sends for it.
+
+        The caller owns the entry from then on and calls `forget(rid)` once its call has ended.
+        """
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        self._writer.write(_request_frame(rid, caller, method, params))
+        self._pending[rid] = waiter  # type: ignore[assignment]  # resolved like a future, see Waiter
+        return rid
+
+    def forget(self, rid: int) -> None:
+        self._pending.pop(rid, None)
+        self._listeners.pop(rid, None)
+
+    def _listener_for(self, rid: Any) -> NotificationHandler | None:
+        # A waiter relays its own call's notifications: no listener entry to add and remove per call.
+        listener = self._listeners.get(rid)
+        if listener is None:
+            listener = getattr(self._pending.get(rid), "relay", None)
+        return listener
+
+    def sent_calls(self) -> list[Any]:
+        """What is in flight on this connection, oldest first: futures (of `call_for`) and waiters."""
+        return list(self._pending.values())
+
+    @property
+    def backlogged(self) -> bool:
+        """More is waiting to be written than the backend has read: new calls should wait for it."""
+        return bool(self._writer.transport.get_write_buffer_size() > _HIGH_WATER)
+
+
+def _request_frame(rid: int, caller: dict[str, Any] | None, method: str, params: Any) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        message["params"] = params
+    if caller is not None:
+        message["caller"] = caller
+    return encode_frame(message)
+
+
+class Waiter(Protocol):
+    """What `send_for` resolves: the read loop treats it as it treats a future (done/set_result/set_exception),
+    so the answer reaches the call in the read callback itself, with no future and no task in between. It
+    also carries its own deadline and relays its call's notifications, so that a call adds one entry to one
+    table (the client's pending calls) and nothing else."""
+
+    deadline: float  # time.perf_counter() past which `expire` is called
+
+    def done(self) -> bool: ...
+
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+    def expire(self) -> None: ...
+
+    def relay(self, method: str, params: Any) -> None: ...
+
+
+async def _connect_client(path: str, max_frame: int) -> BackendClient:
+    try:
+        _, conn = await asyncio.get_running_loop().create_unix_connection(_UpstreamConnection, path)
+    except (OSError, ValueError) as exc:
+        raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
+    client = BackendClient(None, conn, max_frame=max_frame)  # type: ignore[arg-type]  # a StreamWriter's part
+    conn.attach(client)
+    return client
+
+
+class _Deadlines:
+    """Per-call timeouts for every upstream, enforced by one sweeping timer instead of a timer per call.
+
+    A call awaited in a task (`Upstream.call`) is registered here, and past its deadline its task is cancelled
+    and the cancellation turned into Timeout. A waiter (`Upstream.send`) carries its own deadline: the sweep
+    looks through the calls in flight of the upstreams that sent some, and expires those past it. The
+    resolution is a tenth of a second, which is plenty for deadlines counted in seconds.
+    """
+
+    _TICK = 0.1
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[float, Callable[[], Any]]] = {}
+        self._expired: set[int] = set()
+        self._ids = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[Upstream] = set()  # upstreams that may have waiters in flight
+
+    def watch(self, upstream: Upstream) -> None:
+        """Watch the waiters `upstream` sends until it has none in flight."""
+        self._sending.add(upstream)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+
+    def add(self, timeout: float, on_expiry: Callable[[], Any] | None = None) -> int:
+        """Watch a call: at its deadline `on_expiry` runs (by default, the current task is cancelled)."""
+        if on_expiry is None:
+            task = asyncio.current_task()
+            assert task is not None
+            on_expiry = task.cancel
+        self._ids += 1
+        self._calls[self._ids] = (time.monotonic() + timeout, on_expiry)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+        return self._ids
+
+    def done(self, key: int) -> bool:
+        """Forget the call; True when it was cancelled because its deadline passed."""
+        self._calls.pop(key, None)
+        if key in self._expired:
+            self._expired.discard(key)
+            return True
+        return False
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for key, (deadline, on_expiry) in list(self._calls.items()):
+            if deadline <= now and key not in self._expired:
+                self._expired.add(key)
+                try:
+                    on_expiry()
+                except Exception:  # one broken call must not stop the sweep for the others
+                    log.exception("expiring a call failed")
+        now = time.perf_counter()
+        for upstream in list(self._sending):
+            waiters = upstream.waiters()
+            if not waiters:
+                self._sending.discard(upstream)
+                upstream.watched = False
+            for waiter in waiters:
+                if waiter.deadline <= now and not waiter.done():
+                    try:
+                        waiter.expire()
+                    except Exception:
+                        log.exception("expiring a call failed")
+        if self._calls or self._sending:
+            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
+
+
+class Upstream:
+    """The gateway's connection to one backend service."""
+
+    def __init__(self, service: str, socket_path: str, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 deadlines: _Deadlines | None = None) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self.max_frame = max_frame
+        self.state = "idle"  # idle -> connecting -> up <-> down; closed at the end
+        self.in_flight = 0
+        self.calls = 0
+        self._client: BackendClient | None = None
+        self._connecting: asyncio.Task[BackendClient] | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._closed = False
+        self._retiring = False
+        self._reconnect: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._deadlines = deadlines or _Deadlines()
+        self.watched = False  # by the deadlines' sweep, for the waiters `send` puts in flight
+        self._awaited = 0  # calls in flight through `call`, whose answers reach their tasks a loop pass later
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: Any, *, timeout: float | None,
+                   on_notification: NotificationHandler | None = None, caller: dict[str, Any] | None = None) -> Any:
+        client = self._client
+        if client is None or client.closed.is_set():
+            client = await self._ensure()
+        self.in_flight += 1
+        self.calls += 1
+        self._awaited += 1
+        deadlines = self._deadlines if timeout is not None else None
+        key = deadlines.add(timeout) if deadlines is not None and timeout is not None else 0
+        try:
+            return await client.call_for(caller, method, params, on_notification)
+        except asyncio.CancelledError:
+            if deadlines is not None and deadlines.done(key):
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise errors.Timeout(f"{method} timed out after {timeout:g} s") from None
+            raise
+        except (OSError, RuntimeError) as exc:
+            # The socket broke under the write (the backend died): the same answer as for calls in flight.
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
+        finally:
+            self._awaited -= 1
+            self._ended(key)
+
+    @property
+    def ready(self) -> bool:
+        """Connected, not behind on writing, and no call in flight through `call`: `send` would put a call on
+        the wire now, and its answer would not overtake theirs. (A call sent by `send` is answered in the read
+        callback; one awaited in `call` only when its task next runs. Once calls fall back to `call`, the
+        following ones do too until those are over, so that a client gets its answers in the order it asked.)"""
+        client = self._client
+        return not self._awaited and client is not None and not client.closed.is_set() and not client.backlogged
+
+    def hold(self) -> None:
+        """`ready` turned a call away and it is about to start in a task: until it has (its task counts itself
+        in `call` in this pass's ready callbacks, which run before any further read), `ready` says no, so that
+        no call read meanwhile is sent ahead of it."""
+        self._awaited += 1
+        asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        self._awaited -= 1
+
+    def send(self, waiter: Waiter, method: str, params: Any, *,
+             caller: dict[str, Any] | None = None) -> tuple[BackendClient, int]:
+        """Put a call on the wire now, without a task: `waiter` gets the answer and the call's notifications.
+        Only once `ready` said yes; otherwise `call` must be used (it waits for a connection or for the backend
+        to catch up).
+
+        Past `waiter.deadline` its `expire` is called; the owner then cancels and ends the call itself. Returns
+        the connection and request id the call went out on: the owner passes them to `ended` when the call is
+        over, and to the connection's `cancel` to tell the backend to stop.
+        """
+        client = self._client
+        if client is None:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable")
+        try:
+            rid = client.send_for(caller, method, params, waiter)
+        except (OSError, RuntimeError) as exc:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
+        self.in_flight += 1
+        self.calls += 1
+        if not self.watched:
+            self.watched = True
+            self._deadlines.watch(self)
+        return client, rid
+
+    def ended(self, client: BackendClient, rid: int) -> None:
+        """A call `send` put in flight is over (answered, failed, cancelled or expired)."""
+        client.forget(rid)
+        self._ended(0)
+
+    def waiters(self) -> list[Waiter]:
+        """The calls `send` put in flight on the current connection, oldest first."""
+        client = self._client
+        if client is None:
+            return []
+        return [w for w in client.sent_calls() if hasattr(w, "deadline")]  # not the futures of `call`
+
+    def _ended(self, key: int) -> None:
+        if key:
+            self._deadlines.done(key)
+        self.in_flight -= 1
+        if self._retiring and self.in_flight == 0:
+            self._spawn(self.close())
+
+    # -- connection management -----------------------------------------------------------------------
+
+    async def _ensure(self) -> BackendClient:
+        if self._closed:
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
+        if self._connecting is None:
+            if time.monotonic() < self._retry_at:
+                raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable (reconnecting)")
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        # Shielded: a caller that gives up must not abort the attempt the others are waiting on.
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> BackendClient:
+        self.state = "connecting"
+        try:
+            client = await _connect_client(self.socket_path, self.max_frame)
+        except errors.ServiceUnavailable:
+            self._backoff = min(max(_FIRST_BACKOFF, self._backoff * 2), _MAX_BACKOFF)
+            self._retry_at = time.monotonic() + self._backoff
+            if self.state != "down":
+                log.warning("service %s is unreachable; retrying with backoff", self.service)
+            self.state = "down"
+            self._schedule_reconnect()
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from None
+        finally:
+            self._connecting = None
+        if self._closed:
+            await client.close()
+            raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
+        self._client = client
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self.state = "up"
+        log.info("connected to service %s", self.service)
+        self._spawn(self._watch(client))
+        return client
+
+    async def _watch(self, client: RPCClient) -> None:
+        await client.closed.wait()
+        if self._client is client:
+            self._client = None
+        if not self._closed:
+            log.warning("lost the connection to service %s", self.service)
+            self.state = "down"
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self._closed or (self._reconnect is not None and not self._reconnect.done()):
+            return
+        self._reconnect = self._spawn(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        while not self._closed and (self._client is None or self._client.closed.is_set()):
+            await asyncio.sleep(max(self._retry_at - time.monotonic(), _FIRST_BACKOFF))
+            if self._closed or self._connecting is not None:
+                continue
+            with contextlib.suppress(errors.ServiceUnavailable):
+                await self._ensure()
+
+    def kick(self) -> None:
+        """The backend announced itself again (its capability file was rewritten): retry now."""
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        if self._closed:
+            return
+        if self._client is None or self._client.closed.is_set():
+            self._spawn(self._try_connect())
+
+    async def _try_connect(self) -> None:
+        with contextlib.suppress(errors.ServiceUnavailable):
+            await self._ensure()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def retire(self) -> None:
+        """Stop taking new calls; let the ones in flight finish, then close."""
+        self._retiring = True
+        if self.in_flight == 0:
+            self._spawn(self.close())
+
+    async def close(self) -> None:
+        self._closed = True
+        self.state = "closed"
+        client, self._client = self._client, None
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if client is not None:
+            await client.close()
+
+
+class UpstreamPool:
+    """Upstreams by service name."""
+
+    def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._by_service: dict[str, Upstream] = {}
+        self._deadlines = _Deadlines()
+
+    def get(self, service: str) -> Upstream | None:
+        return self._by_service.get(service)
+
+    def ensure(self, service: str, socket_path: str) -> Upstream:
+        """The upstream for `service` at `socket_path`, replacing one that pointed elsewhere."""
+        current = self._by_service.get(service)
+        if current is not None and current.socket_path == socket_path and current.state != "closed":
+            current.kick()
+            return current
+        if current is not None:
+            current.retire()
+        upstream = Upstream(service, socket_path, max_frame=self.max_frame, deadlines=self._deadlines)
+        self._by_service[service] = upstream
+        upstream.kick()
+        return upstream
+
+    def remove(self, service: str) -> None:
+        upstream = self._by_service.pop(service, None)
+        if upstream is not None:
+            upstream.retire()
+
+    def snapshot(self) -> list[tuple[str, str, int]]:
+        return [(u.service, u.state, u.in_flight) for u in self._by_service.values()]
+
+    def all(self) -> list[Upstream]:
+        return list(self._by_service.values())
+
+    async def close(self) -> None:
+        ups, self._by_service = list(self._by_service.values()), {}
+        for u in ups:
+            await u.close()

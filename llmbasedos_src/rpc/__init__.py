@@ -1,0 +1,8 @@
+"""The NUL-framed JSON-RPC machinery shared by the gateway, the backends, the agent and the tests.
+
+    client.py      RPCClient: a persistent, multiplexed client over a UNIX socket
+    write_gate.py  a transport's pause/resume as something a coroutine can wait on
+    read_scope.py  writes made while one read is handled leave together when it ends
+
+Imports only protocol/.
+"""

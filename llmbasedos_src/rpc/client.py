@@ -1,0 +1,171 @@
+"""An asyncio JSON-RPC client over a NUL-framed UNIX socket: persistent and multiplexed.
+
+Used by the gateway's upstream pool, by luca-shell's local mode, by the tests and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from llmbasedos.protocol import errors
+from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, NulFrameDecoder, encode_frame
+from llmbasedos.protocol.messages import Notification, Response, notification, parse_message, request
+
+__all__ = ["RPCClient", "NotificationHandler"]
+
+NotificationHandler = Callable[[str, Any], None]
+
+
+class RPCClient:
+    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter, *,
+                 max_frame: int = DEFAULT_MAX_FRAME, on_notification: NotificationHandler | None = None) -> None:
+        """`reader` None: the bytes come from elsewhere (a protocol calling `feed` and `lost`), not a read loop."""
+        self._reader = reader
+        self._writer = writer
+        self._decoder = NulFrameDecoder(max_frame)
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+        self._listeners: dict[Any, NotificationHandler] = {}
+        self._on_notification = on_notification
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop()) if reader is not None else None
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def connect_unix(cls, path: str, **kwargs: Any) -> RPCClient:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=1 << 20)
+        except (OSError, ValueError) as exc:
+            raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
+        return cls(reader, writer, **kwargs)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.is_set()
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                data = await self._reader.read(1 << 16)
+                if not data:
+                    break
+                self.feed(data)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.lost()
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the server: answers resolve their calls, notifications reach their listeners.
+
+        A frame that is not JSON is dropped: it answers nothing that could be matched to a call."""
+        payloads = self._decoder.whole_frames(data)
+        if payloads is None:
+            for frame in self._decoder.receive_data(data):
+                if frame.error is None:
+                    self._deliver(frame.value)
+            return
+        for payload in payloads:
+            if payload:
+                try:
+                    value = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                self._deliver(value)
+
+    def _listener_for(self, rid: Any) -> NotificationHandler | None:
+        return self._listeners.get(rid)
+
+    def lost(self) -> None:
+        """The connection is gone: every call still waiting fails with ServiceUnavailable."""
+        self.closed.set()
+        # Taken out first: what a waiter does when it fails may touch the table (the gateway's calls do).
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(errors.ServiceUnavailable("Connection to the service was lost"))
+
+    def _deliver(self, value: Any) -> None:
+        if (type(value) is dict and "result" in value and "error" not in value and "method" not in value
+                and value.get("jsonrpc") == "2.0"):
+            rid = value.get("id")
+            if type(rid) is int or type(rid) is str:  # the common case, a plain answer: no Response built
+                fut = self._pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(value["result"])
+                return
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            try:
+                msg = parse_message(item)
+            except errors.InvalidRequest:
+                continue
+            if isinstance(msg, Response):
+                fut = self._pending.pop(msg.id, None)
+                if fut is not None and not fut.done():
+                    if msg.error is not None:
+                        fut.set_exception(errors.from_error_object(msg.error))
+                    else:
+                        fut.set_result(msg.result)
+            elif isinstance(msg, Notification):
+                rid = msg.params.get("id") if isinstance(msg.params, dict) else None
+                listener = self._listener_for(rid) if type(rid) is int or type(rid) is str else None
+                if listener is not None:
+                    listener(msg.method, msg.params)
+                elif self._on_notification is not None:
+                    self._on_notification(msg.method, msg.params)
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (tests use this to send malformed frames)."""
+        self._writer.write(data)
+
+    async def call(self, method: str, params: Any = None, *, timeout: float | None = None,
+                   on_notification: NotificationHandler | None = None) -> Any:
+        """Call `method`; raises the RPCError the server answered with."""
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        if on_notification is not None:
+            self._listeners[rid] = on_notification
+        try:
+            self._writer.write(encode_frame(request(rid, method, params)))
+            if self._writer.transport.get_write_buffer_size() > (1 << 20):
+                await self._writer.drain()
+            if timeout is None:
+                return await fut
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                self.cancel(rid)
+                raise errors.Timeout(f"{method} timed out after {timeout:g} s") from None
+        except asyncio.CancelledError:
+            self.cancel(rid)
+            raise
+        finally:
+            self._pending.pop(rid, None)
+            self._listeners.pop(rid, None)
+
+    def cancel(self, rid: Any) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(encode_frame(notification("mcp.cancel", {"id": rid})))
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        self._writer.write(encode_frame(notification(method, params)))
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task

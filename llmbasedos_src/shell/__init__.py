@@ -1,1 +1,0 @@
-"""luca-shell, the interactive MCP client for people (`luca-shell`, or `python -m llmbasedos.shell`)."""

@@ -1,3 +1,0 @@
-from .luca import main
-
-main()

@@ -1,0 +1,1 @@
+"""Tests of the clients: luca-shell and the mcp-stdio bridge."""
