@@ -36,7 +36,7 @@ LAYERS: dict[str, set[str]] = {
 }
 
 # Modules past 500 lines that are still to be split (issue 21 item 5). The list may only shrink.
-STILL_TOO_LONG = {"appliance/cli.py", "gateway/doors/mcp_http/transport.py", "gateway/routing/upstream.py"}
+STILL_TOO_LONG = {"gateway/doors/mcp_http/transport.py", "gateway/routing/upstream.py"}
 MAX_LINES = 500
 
 

@@ -9,8 +9,8 @@ connection goes on.
 
 The check costs nothing on the usual frame: a value cannot be nested deeper than the number of `[` and `{`
 in its text, so only a text holding more than `limit` of them is looked at further, and then it is the
-decoded value that is walked (brackets inside strings cannot fool it) and the walk stops as soon as it is
-past the limit.
+decoded value that is walked (brackets inside strings cannot fool it), level by level, stopping as soon as it
+is past the limit.
 """
 
 from __future__ import annotations
@@ -40,22 +40,23 @@ _LEADING_ID = re.compile(
 
 def nesting_depth(value: Any, stop_above: int | None = None) -> int:
     """How deep `value` nests (a scalar is 0, `[]` is 1); once past `stop_above`, the depth reached so far."""
-    t = type(value)
-    if t is not dict and t is not list:
+    if type(value) is not dict and type(value) is not list:
         return 0
-    deepest = 1
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-            if stop_above is not None and depth > stop_above:
-                return depth
-        for child in (node.values() if type(node) is dict else node):
-            c = type(child)
-            if c is dict or c is list:
-                stack.append((child, depth + 1))
-    return deepest
+    # Level by level rather than node by node: one list per level, no (node, depth) pair per container,
+    # which made a frame of millions of small containers cost more to walk than to decode.
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if stop_above is not None and depth > stop_above:
+            return depth
+        below: list[Any] = []
+        for node in level:
+            for child in (node.values() if type(node) is dict else node):
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+    return depth
 
 
 def _openers(data: bytes | str) -> int:
