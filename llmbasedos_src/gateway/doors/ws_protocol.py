@@ -27,7 +27,7 @@ from llmbasedos.gateway.doors.http_protocol import CorkedTransport
 from llmbasedos.gateway.doors.ws_frames import FINAL_BINARY, FINAL_TEXT, apply_mask, frame_extent, text_frame
 from llmbasedos.rpc.read_scope import READS
 
-__all__ = ["DIRECT_LANE", "DirectLane", "DirectWebSocketProtocol"]
+__all__ = ["DIRECT_LANE", "DirectLane", "DirectWebSocketProtocol", "UVICORN_ATTRIBUTES", "UVICORN_METHODS"]
 
 log = logging.getLogger("llmbasedos.gateway.doors.ws")
 
@@ -41,6 +41,15 @@ _LOW_WATER = _HIGH_WATER // 4
 _POLL_S = 0.01
 # The second byte of a masked frame whose payload is under 126 bytes (no extended length): a call's frame.
 _SHORT_MASKED_MIN, _SHORT_MASKED_MAX = 0x80, 0x80 | 125
+
+# What of uvicorn's WebSocketsSansIOProtocol this module relies on, beyond its public ASGI behaviour: the
+# attributes its __init__ and handshake set, and the methods extended here. uvicorn is pinned to one minor
+# version in pyproject.toml; tests/gateway/doors/test_ws_protocol_contract.py fails, naming what moved, when
+# a new uvicorn changes any of them.
+UVICORN_ATTRIBUTES = ("transport", "conn", "queue", "frames", "loop", "read_paused", "close_sent", "disconnected",
+                      "handshake_initiated", "curr_msg_data_type", "close_timer", "close_timeout")
+UVICORN_METHODS = ("connection_made", "handle_connect", "data_received", "send_receive_event_to_app",
+                   "handle_parser_exception")
 
 MessageFn = Callable[[str | bytes], None]
 """Receives one complete message: text as str (valid UTF-8), binary as bytes."""
