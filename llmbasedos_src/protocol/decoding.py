@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from llmbasedos.protocol.errors import NestingTooDeep, ParseError
+from llmbasedos.protocol.messages import answer_id
 
 __all__ = ["MAX_DEPTH", "MAX_ANSWER_DEPTH", "ORJSON_MAX_DEPTH", "decode_json", "nesting_depth"]
 
@@ -66,11 +67,7 @@ def _openers(data: bytes | str) -> int:
 
 
 def _request_id(value: Any) -> str | int | None:
-    if type(value) is dict:
-        rid = value.get("id")
-        if type(rid) is str or type(rid) is int:
-            return rid
-    return None
+    return answer_id(value.get("id")) if type(value) is dict else None
 
 
 def _leading_id(data: bytes | str) -> str | int | None:

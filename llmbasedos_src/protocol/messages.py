@@ -14,7 +14,8 @@ from llmbasedos.protocol.errors import InvalidRequest, NestingTooDeep, RPCError
 
 __all__ = [
     "Request", "Notification", "Response", "Message", "RequestId",
-    "parse_message", "request", "notification", "result_response", "error_response", "refusal",
+    "parse_message", "request", "notification", "result_response", "error_response", "refusal", "is_valid_id",
+    "answer_id", "check_call",
 ]
 
 RequestId = str | int
@@ -52,9 +53,31 @@ class Response:
 Message = Request | Notification | Response
 
 
-def _valid_id(value: Any) -> bool:
-    # bool is an int subclass in Python but not a JSON-RPC id.
+def is_valid_id(value: Any) -> bool:
+    """Whether `value` may be a request's id here: a string or an integer (bool is an int in Python, not an
+    id; null and fractions are refused too)."""
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def answer_id(value: Any) -> RequestId | None:
+    """The id to answer a message with: its own when valid, else null."""
+    return value if is_valid_id(value) else None
+
+
+def check_call(obj: dict[str, Any]) -> InvalidRequest | None:
+    """What is wrong with the envelope of a request or notification ("jsonrpc", "method", "params", "id"), or
+    None. The one statement of these rules; returned rather than raised, since the gateway checks every call."""
+    if obj.get("jsonrpc") != "2.0":
+        return InvalidRequest('"jsonrpc" must be "2.0"')
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        return InvalidRequest('"method" must be a non-empty string')
+    params = obj.get("params")
+    if params is not None and not isinstance(params, (dict, list)):
+        return InvalidRequest('"params" must be an object or an array')
+    if "id" in obj and not is_valid_id(obj["id"]):
+        return InvalidRequest('"id" must be a string or an integer')
+    return None
 
 
 def parse_message(obj: Any) -> Message:
@@ -64,20 +87,15 @@ def parse_message(obj: Any) -> Message:
     if obj.get("jsonrpc") != "2.0":
         raise InvalidRequest('"jsonrpc" must be "2.0"', {"id": _safe_id(obj)})
     if "method" in obj:
-        method = obj["method"]
-        if not isinstance(method, str) or not method:
-            raise InvalidRequest('"method" must be a non-empty string', {"id": _safe_id(obj)})
-        params = obj.get("params")
-        if params is not None and not isinstance(params, (dict, list)):
-            raise InvalidRequest('"params" must be an object or an array', {"id": _safe_id(obj)})
+        wrong = check_call(obj)
+        if wrong is not None:
+            raise InvalidRequest(wrong.message, {"id": _safe_id(obj)})
         if "id" not in obj:
-            return Notification(method, params)
-        if not _valid_id(obj["id"]):
-            raise InvalidRequest('"id" must be a string or an integer')
-        return Request(obj["id"], method, params, obj.get("caller"))
+            return Notification(obj["method"], obj.get("params"))
+        return Request(obj["id"], obj["method"], obj.get("params"), obj.get("caller"))
     if "result" in obj or "error" in obj:
         rid = obj.get("id")
-        if rid is not None and not _valid_id(rid):
+        if rid is not None and not is_valid_id(rid):
             raise InvalidRequest('"id" must be a string, an integer or null')
         if "error" in obj:
             error = obj["error"]
@@ -89,8 +107,7 @@ def parse_message(obj: Any) -> Message:
 
 
 def _safe_id(obj: dict[str, Any]) -> RequestId | None:
-    rid = obj.get("id")
-    return rid if _valid_id(rid) else None
+    return answer_id(obj.get("id"))
 
 
 def request(rid: RequestId, method: str, params: Any = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from llmbasedos.gateway.policy.gatekeeper import ClientIdentity
 from llmbasedos.gateway.routing.router import RoutedCall, Router
 from llmbasedos.protocol import errors
-from llmbasedos.protocol.messages import RequestId, refusal
+from llmbasedos.protocol.messages import RequestId, answer_id, check_call, is_valid_id, refusal
 
 __all__ = ["Session", "SendFn", "EndFn", "CANCEL_METHOD", "MAX_IN_FLIGHT", "MAX_BATCH", "POLICY_VIOLATION"]
 
@@ -39,10 +39,6 @@ EndFn = Callable[[int, str], None]
 """Ends the door's connection with a WebSocket-style close code and reason (must not block)."""
 POLICY_VIOLATION = 1008  # RFC 6455: the close code for a client whose rights are gone
 _ids = itertools.count(1)
-
-
-def _valid_id(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 class Session:
@@ -112,7 +108,7 @@ class Session:
             self.revoked = True
             if answer:  # the message that found out is refused before the connection ends
                 rid = value.get("id") if isinstance(value, dict) else None
-                self.send({"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": exc.to_error()})
+                self.send({"jsonrpc": "2.0", "id": answer_id(rid), "error": exc.to_error()})
             end = self.end
             self.close()
             if end is not None:
@@ -147,7 +143,7 @@ class Session:
         checked = self._check(value)
         if isinstance(checked, errors.RPCError):
             rid = value.get("id")
-            self.send({"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": checked.to_error()})
+            self.send({"jsonrpc": "2.0", "id": answer_id(rid), "error": checked.to_error()})
             return
         if checked is None:
             return
@@ -204,27 +200,20 @@ class Session:
 
     def _check(self, msg: dict[str, Any]) -> tuple[str, Any] | errors.RPCError | None:
         """(method, params) for a request or notification; None for a response; the error otherwise."""
-        if msg.get("jsonrpc") != "2.0":
-            return errors.InvalidRequest('"jsonrpc" must be "2.0"')
-        method = msg.get("method")
-        if method is None:
+        if msg.get("method") is None:
+            if msg.get("jsonrpc") != "2.0":
+                return errors.InvalidRequest('"jsonrpc" must be "2.0"')
             if "result" in msg or "error" in msg:
                 return None  # the gateway sends no requests to clients, so a response is stray: drop it
             return errors.InvalidRequest("Neither a request nor a response")
-        if not isinstance(method, str) or not method:
-            return errors.InvalidRequest('"method" must be a non-empty string')
-        params = msg.get("params")
-        if params is not None and not isinstance(params, (dict, list)):
-            return errors.InvalidRequest('"params" must be an object or an array')
-        if "id" in msg and not _valid_id(msg["id"]):
-            return errors.InvalidRequest('"id" must be a string or an integer')
-        return method, params
+        wrong = check_call(msg)
+        return (msg["method"], msg.get("params")) if wrong is None else wrong
 
     def _notification(self, method: str, params: Any, client: ClientIdentity | None = None,
                       run: str | None = None) -> None:
         if method == CANCEL_METHOD:
             rid = params.get("id") if isinstance(params, dict) else None
-            task = self._tasks.get(rid) if _valid_id(rid) else None  # type: ignore[arg-type]
+            task = self._tasks.get(rid) if is_valid_id(rid) else None  # type: ignore[arg-type]
             if task is not None:
                 task.cancel()
             return
@@ -282,7 +271,7 @@ class Session:
         checked = self._check(item)
         if isinstance(checked, errors.RPCError):
             rid = item.get("id")
-            return {"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None, "error": checked.to_error()}
+            return {"jsonrpc": "2.0", "id": answer_id(rid), "error": checked.to_error()}
         if checked is None:
             return None
         method, params = checked

@@ -47,6 +47,7 @@ from llmbasedos.gateway.doors.mcp_http.sessions import McpSession, SessionStore
 from llmbasedos.loopback import is_loopback
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.decoding import decode_json
+from llmbasedos.protocol.messages import answer_id, is_valid_id
 
 if TYPE_CHECKING:
     from llmbasedos.gateway.doors.host import DoorHost
@@ -80,10 +81,6 @@ def _sse(message: Any) -> bytes:
 
 def _error(rid: Any, exc: errors.RPCError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "error": exc.to_error()}
-
-
-def _valid_id(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _accepts(headers: dict[str, str]) -> tuple[bool, bool]:
@@ -316,8 +313,8 @@ class McpDoor:
         rid = message["id"]
         method = message.get("method")
         params = message.get("params", {})
-        if not _valid_id(rid) or not isinstance(method, str) or not isinstance(params, dict):
-            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+        if not is_valid_id(rid) or not isinstance(method, str) or not isinstance(params, dict):
+            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
                 "The body must be a single JSON-RPC request: string or integer id, string method, object params")))
             return
         # ASGI header names are lowercase: with no name repeated, no routing header can be.
@@ -389,20 +386,20 @@ class McpDoor:
             return
         session_id = headers.get("mcp-session-id")
         if not session_id:
-            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
                 "Bad Request: Missing session ID (send initialize first, then the Mcp-Session-Id it returns)")))
             return
         session = self.sessions.get(session_id, client)
         if session is None:
-            await _send_json(send, 404, _error(rid if _valid_id(rid) else None, errors.RPCError(
+            await _send_json(send, 404, _error(answer_id(rid), errors.RPCError(
                 "Session not found: it expired or was closed; initialize a new one", code=-32001)))
             return
         if method is None:
             await _send_empty(send, 202)  # a response to a server request: this server sends none
             return
         params = message.get("params", {})
-        if not isinstance(method, str) or not isinstance(params, dict) or ("id" in message and not _valid_id(rid)):
-            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+        if not isinstance(method, str) or not isinstance(params, dict) or ("id" in message and not is_valid_id(rid)):
+            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
                 "Invalid JSON-RPC message: string or integer id, string method, object params")))
             return
         if "id" not in message:
@@ -419,8 +416,8 @@ class McpDoor:
                           wants_json: bool) -> None:
         rid = message.get("id")
         params = message.get("params")
-        if not _valid_id(rid) or not isinstance(params, dict):
-            await _send_json(send, 400, _error(rid if _valid_id(rid) else None, errors.InvalidRequest(
+        if not is_valid_id(rid) or not isinstance(params, dict):
+            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
                 "initialize must be a request with an id and object params")))
             return
         requested = params.get("protocolVersion")
