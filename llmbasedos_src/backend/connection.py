@@ -13,9 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
-from llmbasedos.protocol import errors
-from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
-from llmbasedos.protocol.messages import RequestId, error_response, notification, refusal
+from llmbasedos.protocol.framing import NulFrameDecoder, encode_answer
+from llmbasedos.protocol.messages import RequestId, notification, refusal
 from llmbasedos.rpc.write_gate import WriteGate
 
 __all__ = ["Connection", "CallContext", "PROGRESS_METHOD"]
@@ -103,12 +102,9 @@ class Connection(asyncio.Protocol):
         """Queue one message; called on the loop thread only."""
         if self.closed:
             return
-        try:
-            data = encode_frame(message)
-        except TypeError:
+        data, encoded = encode_answer(message, b"\0")
+        if not encoded:
             log.error("handler result is not JSON-serialisable")
-            rid = message.get("id") if isinstance(message, dict) else None
-            data = encode_frame(error_response(rid, errors.InternalError("Result is not JSON-serialisable")))
         # Answers finished in the same loop iteration leave in one write: a syscall (and a wake-up of the
         # peer) per answer was the largest cost of a busy connection.
         if not self._out and not self._receiving:

@@ -81,17 +81,12 @@ def method(name: str, *, inline: bool = False) -> Callable[[F], F]:
 
 
 def to_rpc_error(exc: BaseException) -> errors.RPCError:
-    """The single boundary from a Python exception to a wire error. Never leaks paths or tracebacks."""
-    if isinstance(exc, errors.RPCError):
-        return exc
-    if isinstance(exc, asyncio.CancelledError):
-        return errors.Cancelled()
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return errors.Timeout()
-    if isinstance(exc, OSError):
-        return errors.from_oserror(exc)
-    log.error("unhandled exception in handler", exc_info=exc)
-    return errors.InternalError()
+    """A handler's exception as its caller sees it (errors.wire_error); a bug is logged with its traceback,
+    which never leaves the server."""
+    error = errors.wire_error(exc)
+    if type(error) is errors.InternalError and not isinstance(exc, errors.RPCError):
+        log.error("unhandled exception in handler", exc_info=exc)
+    return error
 
 
 class _Handler:

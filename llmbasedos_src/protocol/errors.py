@@ -28,6 +28,7 @@ Every error a client can see has a named code here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ __all__ = [
     "InternalError",
     "Unauthorized", "Forbidden", "ServiceUnavailable", "Timeout", "FrameTooLarge", "NotFound",
     "AlreadyExists", "PathOutsideRoot", "PayloadTooLarge", "Conflict", "FeatureUnavailable",
-    "UpstreamError", "RateLimited", "QuotaExceeded", "Cancelled", "from_oserror", "from_error_object",
+    "UpstreamError", "RateLimited", "QuotaExceeded", "Cancelled", "from_oserror", "from_error_object", "wire_error",
 ]
 
 # JSON-RPC 2.0 standard codes.
@@ -244,3 +245,18 @@ def from_error_object(error: Any) -> RPCError:
         return InternalError("Malformed error object from peer")
     cls = _BY_CODE.get(code, RPCError)
     return cls(message, error.get("data"), code=code)
+
+
+def wire_error(exc: BaseException) -> RPCError:
+    """The one mapping from a Python exception to the error a caller sees: an RPCError as it is, a
+    cancellation, a timeout, an OSError by its errno (without its path), anything else InternalError, whose
+    details stay in the server's log (the caller logs it: this module does no I/O)."""
+    if isinstance(exc, RPCError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return Cancelled()
+    if isinstance(exc, TimeoutError):
+        return Timeout()
+    if isinstance(exc, OSError):
+        return from_oserror(exc)
+    return InternalError()

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from llmbasedos.protocol.decoding import MAX_DEPTH, decode_json
-from llmbasedos.protocol.errors import FrameTooLarge, NestingTooDeep, ParseError, RPCError
+from llmbasedos.protocol.errors import FrameTooLarge, InternalError, NestingTooDeep, ParseError, RPCError
 
-__all__ = ["DEFAULT_MAX_FRAME", "Frame", "NulFrameDecoder", "encode_frame", "decode_json"]
+__all__ = ["DEFAULT_MAX_FRAME", "Frame", "NulFrameDecoder", "encode_answer", "encode_frame", "decode_json"]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 _NUL = b"\0"
@@ -26,6 +26,18 @@ class Frame:
 
     value: Any = None
     error: RPCError | None = None
+
+
+def encode_answer(message: Any, end: bytes = b"") -> tuple[bytes, bool]:
+    """An answer's bytes followed by `end` (NUL on the sockets, nothing on /ws), and True. When it cannot be
+    encoded (a result that is not JSON: a handler's bug), the InternalError answer to the same id, and False:
+    the caller logs it."""
+    try:
+        return orjson.dumps(message) + end, True
+    except TypeError:
+        rid = message.get("id") if isinstance(message, dict) else None
+        error = InternalError("Result is not JSON-serialisable").to_error()
+        return orjson.dumps({"jsonrpc": "2.0", "id": rid, "error": error}) + end, False
 
 
 def encode_frame(message: Any) -> bytes:

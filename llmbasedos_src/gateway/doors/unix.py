@@ -19,8 +19,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmbasedos.protocol import errors
-from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
+from llmbasedos.protocol.framing import NulFrameDecoder, encode_answer
 
 if TYPE_CHECKING:
     from llmbasedos.gateway.doors.host import DoorHost
@@ -83,13 +82,9 @@ class UnixDoor:
         def send(message: Any) -> None:
             if writer.is_closing():
                 return
-            try:
-                data = encode_frame(message)
-            except TypeError:
+            data, encoded = encode_answer(message, b"\0")
+            if not encoded:
                 log.error("an answer could not be serialised")
-                rid = message.get("id") if isinstance(message, dict) else None
-                data = encode_frame({"jsonrpc": "2.0", "id": rid,
-                                     "error": errors.InternalError("Result is not JSON-serialisable").to_error()})
             writer.write(data)
 
         session = self.gateway.open_session(client, send, transport="unix", remote="local")

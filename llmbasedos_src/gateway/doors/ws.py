@@ -13,7 +13,6 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -21,6 +20,7 @@ from llmbasedos.gateway.doors.auth import bearer_token, refusal_response, remote
 from llmbasedos.gateway.doors.ws_protocol import DIRECT_LANE, DirectLane
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.decoding import decode_json
+from llmbasedos.protocol.framing import encode_answer
 
 if TYPE_CHECKING:
     from llmbasedos.gateway.doors.host import DoorHost
@@ -49,13 +49,10 @@ def _deliver(session: Session, data: str | bytes | None) -> None:
 
 
 def _serialise(message: Any) -> bytes:
-    try:
-        return orjson.dumps(message)
-    except TypeError:
+    data, encoded = encode_answer(message)
+    if not encoded:
         log.error("an answer could not be serialised")
-        rid = message.get("id") if isinstance(message, dict) else None
-        return orjson.dumps({"jsonrpc": "2.0", "id": rid,
-                             "error": errors.InternalError("Result is not JSON-serialisable").to_error()})
+    return data
 
 
 class _Outbox:

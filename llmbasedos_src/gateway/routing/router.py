@@ -139,7 +139,7 @@ class RoutedCall:
         self._end("ok", value, None)
 
     def set_exception(self, exc: BaseException) -> None:
-        error = exc if isinstance(exc, errors.RPCError) else errors.InternalError()
+        error = errors.wire_error(exc)
         self._end(outcome_of(error), None, error)
 
     def relay(self, method: str, params: Any) -> None:

@@ -556,9 +556,9 @@ class McpDoor:
             return status, _error(rid, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("MCP method %s failed unexpectedly", method)
-            return 200, _error(rid, errors.InternalError())
+            return 200, _error(rid, errors.wire_error(exc))
         return 200, {"jsonrpc": "2.0", "id": rid, "result": result}
 
     # -- GET and DELETE (sessions) ---------------------------------------------------------------------
