@@ -17,7 +17,7 @@ from llmbasedos.files import atomic_write_text
 from llmbasedos.gateway.config import GatewayConfig
 from llmbasedos.gateway.doors.auth import bearer_token, install_token_redactor, refusal_response, remote_of
 from llmbasedos.gateway.doors.mcp_http import McpHttpEndpoint
-from llmbasedos.gateway.doors.mcp_http.transport import PATH as MCP_PATH
+from llmbasedos.gateway.doors.mcp_http.endpoint import PATH as MCP_PATH
 from llmbasedos.gateway.doors.ws import ws_endpoint
 from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
 from llmbasedos.gateway.policy.visibility import reads_everything

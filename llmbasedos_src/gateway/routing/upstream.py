@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from llmbasedos.gateway.routing.deadlines import Deadlines, Waiter
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
 from llmbasedos.rpc.client import NotificationHandler, RPCClient
@@ -194,25 +194,6 @@ def _request_frame(rid: int, caller: dict[str, Any] | None, method: str, params:
     return encode_frame(message)
 
 
-class Waiter(Protocol):
-    """What `send_for` resolves: the read loop treats it as it treats a future (done/set_result/set_exception),
-    so the answer reaches the call in the read callback itself, with no future and no task in between. It
-    also carries its own deadline and relays its call's notifications, so that a call adds one entry to one
-    table (the client's pending calls) and nothing else."""
-
-    deadline: float  # time.perf_counter() past which `expire` is called
-
-    def done(self) -> bool: ...
-
-    def set_result(self, value: Any) -> None: ...
-
-    def set_exception(self, exc: BaseException) -> None: ...
-
-    def expire(self) -> None: ...
-
-    def relay(self, method: str, params: Any) -> None: ...
-
-
 async def _connect_client(path: str, max_frame: int) -> BackendClient:
     try:
         _, conn = await asyncio.get_running_loop().create_unix_connection(_UpstreamConnection, path)
@@ -223,81 +204,11 @@ async def _connect_client(path: str, max_frame: int) -> BackendClient:
     return client
 
 
-class _Deadlines:
-    """Per-call timeouts for every upstream, enforced by one sweeping timer instead of a timer per call.
-
-    A call awaited in a task (`Upstream.call`) is registered here, and past its deadline its task is cancelled
-    and the cancellation turned into Timeout. A waiter (`Upstream.send`) carries its own deadline: the sweep
-    looks through the calls in flight of the upstreams that sent some, and expires those past it. The
-    resolution is a tenth of a second, which is plenty for deadlines counted in seconds.
-    """
-
-    _TICK = 0.1
-
-    def __init__(self) -> None:
-        self._calls: dict[int, tuple[float, Callable[[], Any]]] = {}
-        self._expired: set[int] = set()
-        self._ids = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending: set[Upstream] = set()  # upstreams that may have waiters in flight
-
-    def watch(self, upstream: Upstream) -> None:
-        """Watch the waiters `upstream` sends until it has none in flight."""
-        self._sending.add(upstream)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
-
-    def add(self, timeout: float, on_expiry: Callable[[], Any] | None = None) -> int:
-        """Watch a call: at its deadline `on_expiry` runs (by default, the current task is cancelled)."""
-        if on_expiry is None:
-            task = asyncio.current_task()
-            assert task is not None
-            on_expiry = task.cancel
-        self._ids += 1
-        self._calls[self._ids] = (time.monotonic() + timeout, on_expiry)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
-        return self._ids
-
-    def done(self, key: int) -> bool:
-        """Forget the call; True when it was cancelled because its deadline passed."""
-        self._calls.pop(key, None)
-        if key in self._expired:
-            self._expired.discard(key)
-            return True
-        return False
-
-    def _sweep(self) -> None:
-        self._timer = None
-        now = time.monotonic()
-        for key, (deadline, on_expiry) in list(self._calls.items()):
-            if deadline <= now and key not in self._expired:
-                self._expired.add(key)
-                try:
-                    on_expiry()
-                except Exception:  # one broken call must not stop the sweep for the others
-                    log.exception("expiring a call failed")
-        now = time.perf_counter()
-        for upstream in list(self._sending):
-            waiters = upstream.waiters()
-            if not waiters:
-                self._sending.discard(upstream)
-                upstream.watched = False
-            for waiter in waiters:
-                if waiter.deadline <= now and not waiter.done():
-                    try:
-                        waiter.expire()
-                    except Exception:
-                        log.exception("expiring a call failed")
-        if self._calls or self._sending:
-            self._timer = asyncio.get_running_loop().call_later(self._TICK, self._sweep)
-
-
 class Upstream:
     """The gateway's connection to one backend service."""
 
     def __init__(self, service: str, socket_path: str, *, max_frame: int = DEFAULT_MAX_FRAME,
-                 deadlines: _Deadlines | None = None) -> None:
+                 deadlines: Deadlines | None = None) -> None:
         self.service = service
         self.socket_path = socket_path
         self.max_frame = max_frame
@@ -312,7 +223,7 @@ class Upstream:
         self._retiring = False
         self._reconnect: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._deadlines = deadlines or _Deadlines()
+        self._deadlines = deadlines or Deadlines()
         self.watched = False  # by the deadlines' sweep, for the waiters `send` puts in flight
         self._awaited = 0  # calls in flight through `call`, whose answers reach their tasks a loop pass later
 
@@ -506,7 +417,7 @@ class UpstreamPool:
     def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._by_service: dict[str, Upstream] = {}
-        self._deadlines = _Deadlines()
+        self._deadlines = Deadlines()
 
     def get(self, service: str) -> Upstream | None:
         return self._by_service.get(service)

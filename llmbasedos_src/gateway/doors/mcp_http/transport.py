@@ -17,25 +17,32 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
-import orjson
 from mcp.shared.inbound import (
-    CLIENT_CAPABILITIES_META_KEY,
     ERROR_CODE_HTTP_STATUS,
-    NAME_BEARING_METHODS,
-    PROTOCOL_VERSION_META_KEY,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
     unsupported_protocol_version_rejection,
 )
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from llmbasedos.gateway.doors.auth import bearer_token, refusal_response
+from llmbasedos.gateway.doors.auth import refusal_response
+from llmbasedos.gateway.doors.mcp_http.envelope import envelope_accepted, has_envelope, progress_token
+from llmbasedos.gateway.doors.mcp_http.front import FrontChecks
+from llmbasedos.gateway.doors.mcp_http.http_io import (
+    SSE_HEADERS,
+    Disconnected,
+    accepts,
+    error_answer,
+    read_body,
+    send_empty,
+    send_json,
+    sse_event,
+    watch_disconnect,
+)
+from llmbasedos.gateway.doors.mcp_http.listen import KEEPALIVE, ListenStreams
 from llmbasedos.gateway.doors.mcp_http.service import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,
@@ -53,89 +60,12 @@ if TYPE_CHECKING:
     from llmbasedos.gateway.doors.host import DoorHost
     from llmbasedos.gateway.policy.gatekeeper import ClientIdentity
 
-__all__ = ["McpHttpEndpoint", "McpDoor", "McpMiddleware", "PATH"]
-
-PATH = "/mcp"
+__all__ = ["McpDoor"]
 
 log = logging.getLogger("llmbasedos.gateway.doors.mcp_http")
 
-_AUTH_TTL = 2.0  # seconds an authenticated token is trusted before the policy is asked again (if no client
-# changed meanwhile: a change of the policy's clients generation forgets every cached token at once)
-_KEEPALIVE = 15.0
 _WATCH_AFTER = 0.05  # seconds a plain tools/call runs before its caller's disconnect is watched for
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform"),
-                (b"x-accel-buffering", b"no")]
 _CANCELLED_NOTIFICATION = "notifications/cancelled"
-_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
-_LISTEN_BACKLOG = 100
-
-
-class _Disconnected(Exception):
-    pass
-
-
-def _sse(message: Any) -> bytes:
-    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
-
-
-def _error(rid: Any, exc: errors.RPCError) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "error": exc.to_error()}
-
-
-def _accepts(headers: dict[str, str]) -> tuple[bool, bool]:
-    """(json, sse) acceptable to the client, with wildcards."""
-    return _accepts_value(headers.get("accept", ""))
-
-
-@functools.lru_cache(maxsize=64)  # clients repeat one Accept value on every call
-def _accepts_value(accept: str) -> tuple[bool, bool]:
-    if not accept:
-        return True, False
-    types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
-    anything = "*/*" in types
-    return (anything or "application/json" in types or "application/*" in types,
-            anything or "text/event-stream" in types or "text/*" in types)
-
-
-async def _send_json(send: Send, status: int, message: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(message)
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_empty(send: Send, status: int, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), *(extra or [])]})
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None once it passes `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        body = message.get("body", b"")
-        size += len(body)
-        if size > limit:
-            return None
-        chunks.append(body)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            on_disconnect()
-            return
 
 
 def _rejection(rid: Any, rejection: InboundLadderRejection) -> tuple[int, dict[str, Any]]:
@@ -154,74 +84,33 @@ class McpDoor:
         self.service = McpService(gateway)
         self.sessions = SessionStore(per_client=gateway.config.mcp_sessions_per_client)
         self.max_body = gateway.settings.max_frame
-        self.loopback_only = is_loopback(gateway.config.host)
+        self.front = FrontChecks(gateway.policy, loopback_only=is_loopback(gateway.config.host))
         self.closing = False
-        self._hosts: dict[str, bool] = {}
-        self._auth: dict[str, tuple[float, int, ClientIdentity]] = {}
-        self._listens: dict[asyncio.Queue[bytes | None], Any] = {}  # 2026-07-28 listen streams -> subscription id
+        self.listens = ListenStreams()  # 2026-07-28 subscriptions/listen
         self.service.on_tools_changed(self._tools_changed)
         gateway.on_rights_changed(self._rights_changed)
 
     def _rights_changed(self) -> None:
         """A token was revoked, expired or changed: its sessions end (their work is cancelled, the next
         request with it gets 401, or 404 for the session) or take the client's new rights."""
-        self._auth.clear()
+        self.front.forget()
         self.sessions.follow_rights(functools.partial(self.policy.refresh, transport="mcp"))
 
     def _tools_changed(self) -> None:
-        event = _sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        event = sse_event({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         for session in self.sessions:
             session.push(event)
-        for queue, sub_id in self._listens.items():
-            if queue.qsize() < _LISTEN_BACKLOG:
-                queue.put_nowait(_sse({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
-                                       "params": {"_meta": {_SUBSCRIPTION_ID: sub_id}}}))
-
-    # -- the front checks ------------------------------------------------------------------------------
-
-    def _host_ok(self, headers: dict[str, str]) -> bool:
-        if not self.loopback_only:
-            return True
-        host = headers.get("host")
-        if host is None:
-            return True
-        known = self._hosts.get(host)
-        if known is None:
-            try:
-                known = is_loopback(urlsplit("//" + host).hostname)
-            except ValueError:
-                known = False
-            if len(self._hosts) < 64:  # a few names in practice; a flood of odd ones is not remembered
-                self._hosts[host] = known
-        return known
-
-    def _client(self, scope: Scope, headers: dict[str, str]) -> ClientIdentity:
-        token = bearer_token(headers)
-        if token is None and scope.get("query_string"):
-            token = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("token")
-        now = time.monotonic()
-        generation = self.policy.clients.generation
-        if token:
-            cached = self._auth.get(token)
-            if cached is not None and now - cached[0] < _AUTH_TTL and cached[1] == generation:
-                return cached[2]
-        client = self.policy.authenticate(token, transport="mcp", remote=scope["client"][0] if scope.get("client")
-                                          else "")
-        if token:
-            if len(self._auth) > 10_000:
-                self._auth.clear()
-            self._auth[token] = (now, generation, client)
-        return client
+        self.listens.announce("notifications/tools/list_changed")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_headers = scope["headers"]
         headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in raw_headers}
-        if not self.policy.check_origin(headers.get("origin")) or not self._host_ok(headers):
+        if not self.policy.check_origin(headers.get("origin")) or not self.front.host_ok(headers):
             log.warning("refused an MCP request from a foreign origin or host")
             await refusal_response(errors.Forbidden("Origin or Host not allowed"))(scope, receive, send)
             return
         try:
-            client = self._client(scope, headers)
+            client = self.front.client(scope, headers)
         except errors.RPCError as exc:
             await refusal_response(exc)(scope, receive, send)
             return
@@ -230,7 +119,7 @@ class McpDoor:
         modern_header = version is not None and version not in HANDSHAKE_VERSIONS
         if modern_header and "mcp-session-id" in headers and version not in MODERN_VERSIONS:
             # A session client with a version nobody speaks: say so in its own era's terms.
-            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+            await send_json(send, 400, error_answer(None, errors.InvalidRequest(
                 f"Unsupported MCP-Protocol-Version {version!r}; supported: "
                 f"{', '.join((*MODERN_VERSIONS, *HANDSHAKE_VERSIONS))}")))
             return
@@ -238,58 +127,58 @@ class McpDoor:
             if method == "POST":
                 await self._post(scope, receive, send, headers, client, modern_header)
             elif modern_header:
-                await _send_empty(send, 405, [(b"allow", b"POST")])
+                await send_empty(send, 405, [(b"allow", b"POST")])
             elif method == "GET":
                 await self._get(receive, send, headers, client)
             elif method == "DELETE":
                 await self._delete(send, headers, client)
             else:
-                await _send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
-        except _Disconnected:
+                await send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
+        except Disconnected:
             return
 
     # -- POST ------------------------------------------------------------------------------------------
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
                     client: ClientIdentity, modern_header: bool) -> None:
-        wants_json, wants_sse = _accepts(headers)
+        wants_json, wants_sse = accepts(headers)
         if not (wants_json or wants_sse):
-            await _send_json(send, 406, _error(None, errors.InvalidRequest(
+            await send_json(send, 406, error_answer(None, errors.InvalidRequest(
                 "Not Acceptable: the client must accept application/json or text/event-stream")))
             return
         content_type = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         if content_type != "application/json":
-            await _send_json(send, 415, _error(None, errors.InvalidRequest(
+            await send_json(send, 415, error_answer(None, errors.InvalidRequest(
                 "Unsupported Media Type: the body must be application/json")))
             return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _send_json(send, 413, _error(None, errors.PayloadTooLarge(
+            await send_json(send, 413, error_answer(None, errors.PayloadTooLarge(
                 f"Request body is larger than {self.max_body} bytes")))
             return
-        body = await _read_body(receive, self.max_body)
+        body = await read_body(receive, self.max_body)
         if body is None:
-            await _send_json(send, 413, _error(None, errors.PayloadTooLarge(
+            await send_json(send, 413, error_answer(None, errors.PayloadTooLarge(
                 f"Request body is larger than {self.max_body} bytes")))
             return
         try:
             message = decode_json(body)
         except errors.NestingTooDeep as exc:
-            await _send_json(send, 400, _error(exc.request_id, exc))
+            await send_json(send, 400, error_answer(exc.request_id, exc))
             return
         except errors.ParseError:
-            await _send_json(send, 400, _error(None, errors.ParseError("Parse error: the body is not valid JSON")))
+            await send_json(send, 400, error_answer(None, errors.ParseError("Parse error: the body is not valid JSON")))
             return
         if isinstance(message, list):
-            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+            await send_json(send, 400, error_answer(None, errors.InvalidRequest(
                 "Batches are not supported: send one JSON-RPC message per request")))
             return
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            await _send_json(send, 400, _error(None, errors.InvalidRequest(
+            await send_json(send, 400, error_answer(None, errors.InvalidRequest(
                 'The body must be one JSON-RPC 2.0 message (with "jsonrpc": "2.0")')))
             return
         modern = modern_header or ("mcp-session-id" not in headers and "mcp-protocol-version" not in headers
-                                   and message.get("method") != "initialize" and _has_envelope(message))
+                                   and message.get("method") != "initialize" and has_envelope(message))
         if modern:
             await self._post_modern(scope, receive, send, headers, client, message, wants_json, wants_sse)
         else:
@@ -300,21 +189,21 @@ class McpDoor:
                            wants_sse: bool) -> None:
         if "id" not in message:
             if "method" not in message or not isinstance(message["method"], str):
-                await _send_json(send, 400, _error(None, errors.InvalidRequest(
+                await send_json(send, 400, error_answer(None, errors.InvalidRequest(
                     "The body must be a single JSON-RPC request or notification")))
                 return
             rejected = unsupported_protocol_version_rejection(headers.get("mcp-protocol-version", ""))
             if rejected is not None:
                 status, answer = _rejection(None, rejected)
-                await _send_json(send, status, answer)
+                await send_json(send, status, answer)
                 return
-            await _send_empty(send, 202)  # no client notification acts on anything in this era
+            await send_empty(send, 202)  # no client notification acts on anything in this era
             return
         rid = message["id"]
         method = message.get("method")
         params = message.get("params", {})
         if not is_valid_id(rid) or not isinstance(method, str) or not isinstance(params, dict):
-            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
+            await send_json(send, 400, error_answer(answer_id(rid), errors.InvalidRequest(
                 "The body must be a single JSON-RPC request: string or integer id, string method, object params")))
             return
         # ASGI header names are lowercase: with no name repeated, no routing header can be.
@@ -323,59 +212,19 @@ class McpDoor:
         if duplicated is not None:
             status, answer = _rejection(rid, InboundLadderRejection(errors.MCP_HEADER_MISMATCH,
                                                                     f"{duplicated} header appears more than once"))
-            await _send_json(send, status, answer)
+            await send_json(send, status, answer)
             return
-        if not _envelope_accepted(method, params, headers):
+        if not envelope_accepted(method, params, headers):
             verdict = classify_inbound_request(message, headers=headers)
             if isinstance(verdict, InboundLadderRejection):
                 status, answer = _rejection(rid, verdict)
-                await _send_json(send, status, answer)
+                await send_json(send, status, answer)
                 return
         if method == "subscriptions/listen":
-            await self._listen(receive, send, rid, params, wants_sse)
+            await self.listens.serve(receive, send, rid, params, wants_sse)
             return
-        call = McpCall(client, True, rid, _progress_token(params))
+        call = McpCall(client, True, rid, progress_token(params))
         await self._answer(receive, send, call, method, params, wants_json, wants_sse, modern=True)
-
-    async def _listen(self, receive: Receive, send: Send, rid: Any, params: dict[str, Any], wants_sse: bool) -> None:
-        """`subscriptions/listen`: the response is the stream of the notifications the client opted in to."""
-        if not wants_sse:
-            await _send_json(send, 406, _error(rid, errors.InvalidRequest(
-                "Not Acceptable: subscriptions/listen answers with text/event-stream")))
-            return
-        wanted = params.get("notifications")
-        if not isinstance(wanted, dict):
-            await _send_json(send, 400, _error(rid, errors.InvalidParams("params.notifications must be an object")))
-            return
-        # Only the tool list changes here: resources and prompts are not announced (their listChanged is false).
-        honored: dict[str, Any] = {"toolsListChanged": True} if wanted.get("toolsListChanged") is True else {}
-        meta = {_SUBSCRIPTION_ID: rid}
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        if honored:
-            self._listens[queue] = rid
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, lambda: queue.put_nowait(None)))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-                   "params": {"notifications": honored, "_meta": meta}}
-            await send({"type": "http.response.body", "body": _sse(ack), "more_body": True})
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
-                except TimeoutError:
-                    event = b": ping\n\n"
-                if event is None:
-                    break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            if not self.closing:
-                return  # the client went away: an abrupt close carries no result
-            done = {"jsonrpc": "2.0", "id": rid, "result": {"_meta": meta, "resultType": "complete"}}
-            await send({"type": "http.response.body", "body": _sse(done), "more_body": False})
-        except OSError:
-            pass
-        finally:
-            watcher.cancel()
-            self._listens.pop(queue, None)
 
     async def _post_session(self, receive: Receive, send: Send, headers: dict[str, str], client: ClientIdentity,
                             message: dict[str, Any], wants_json: bool, wants_sse: bool) -> None:
@@ -386,30 +235,31 @@ class McpDoor:
             return
         session_id = headers.get("mcp-session-id")
         if not session_id:
-            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
+            await send_json(send, 400, error_answer(answer_id(rid), errors.InvalidRequest(
                 "Bad Request: Missing session ID (send initialize first, then the Mcp-Session-Id it returns)")))
             return
         session = self.sessions.get(session_id, client)
         if session is None:
-            await _send_json(send, 404, _error(answer_id(rid), errors.RPCError(
+            await send_json(send, 404, error_answer(answer_id(rid), errors.RPCError(
                 "Session not found: it expired or was closed; initialize a new one", code=-32001)))
             return
         if method is None:
-            await _send_empty(send, 202)  # a response to a server request: this server sends none
+            await send_empty(send, 202)  # a response to a server request: this server sends none
             return
         params = message.get("params", {})
         if not isinstance(method, str) or not isinstance(params, dict) or ("id" in message and not is_valid_id(rid)):
-            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
+            await send_json(send, 400, error_answer(answer_id(rid), errors.InvalidRequest(
                 "Invalid JSON-RPC message: string or integer id, string method, object params")))
             return
         if "id" not in message:
             self._session_notification(session, method, params)
-            await _send_empty(send, 202)
+            await send_empty(send, 202)
             return
         if rid in session.tasks:
-            await _send_json(send, 200, _error(rid, errors.InvalidRequest(f"Request id {rid!r} already in flight")))
+            await send_json(send, 200, error_answer(
+                rid, errors.InvalidRequest(f"Request id {rid!r} already in flight")))
             return
-        call = McpCall(client, False, rid, _progress_token(params))
+        call = McpCall(client, False, rid, progress_token(params))
         await self._answer(receive, send, call, method, params, wants_json, wants_sse, modern=False, session=session)
 
     async def _initialize(self, send: Send, client: ClientIdentity, message: dict[str, Any],
@@ -417,28 +267,29 @@ class McpDoor:
         rid = message.get("id")
         params = message.get("params")
         if not is_valid_id(rid) or not isinstance(params, dict):
-            await _send_json(send, 400, _error(answer_id(rid), errors.InvalidRequest(
+            await send_json(send, 400, error_answer(answer_id(rid), errors.InvalidRequest(
                 "initialize must be a request with an id and object params")))
             return
         requested = params.get("protocolVersion")
         if not isinstance(requested, str):
-            await _send_json(send, 200, _error(rid, errors.InvalidParams("params.protocolVersion must be a string")))
+            await send_json(send, 200, error_answer(
+                rid, errors.InvalidParams("params.protocolVersion must be a string")))
             return
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         try:
             # A session costs memory and may push out the client's oldest: it counts like a call.
             self.policy.limit(client, "initialize")
         except errors.RPCError as exc:
-            await _send_json(send, 200, _error(rid, exc))
+            await send_json(send, 200, error_answer(rid, exc))
             return
         session = self.sessions.create(client, version)
         answer = {"jsonrpc": "2.0", "id": rid, "result": self.service.initialize_result(version)}
         extra = [(b"mcp-session-id", session.id.encode())]
         if wants_json:
-            await _send_json(send, 200, answer, extra)
+            await send_json(send, 200, answer, extra)
         else:
-            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-            await send({"type": "http.response.body", "body": _sse(answer)})
+            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra]})
+            await send({"type": "http.response.body", "body": sse_event(answer)})
 
     def _session_notification(self, session: McpSession, method: str, params: dict[str, Any]) -> None:
         if method == "notifications/initialized":
@@ -457,7 +308,7 @@ class McpDoor:
         if not stream and method != "tools/call":
             # Quick methods: no task, no disconnect watch.
             status, answer = await self._run(call, method, params, modern)
-            await _send_json(send, status, answer)
+            await send_json(send, status, answer)
             return
         queue: asyncio.Queue[bytes | None] | None = None
         if stream:
@@ -465,7 +316,7 @@ class McpDoor:
             q = queue
 
             def notify(n_method: str, n_params: dict[str, Any]) -> None:
-                q.put_nowait(_sse({"jsonrpc": "2.0", "method": n_method, "params": n_params}))
+                q.put_nowait(sse_event({"jsonrpc": "2.0", "method": n_method, "params": n_params}))
             call.notify = notify
         loop = asyncio.get_running_loop()
         if queue is None and session is None:
@@ -480,7 +331,7 @@ class McpDoor:
         def gone() -> None:
             call.disconnected.set()
             task.cancel()
-        watcher = loop.create_task(_watch_disconnect(receive, gone))
+        watcher = loop.create_task(watch_disconnect(receive, gone))
         try:
             if queue is None:
                 try:
@@ -488,14 +339,14 @@ class McpDoor:
                 except asyncio.CancelledError:
                     if call.disconnected.is_set():
                         return
-                    status, answer = 200, _error(rid, errors.Cancelled("Request cancelled"))
-                await _send_json(send, status, answer)
+                    status, answer = 200, error_answer(rid, errors.Cancelled("Request cancelled"))
+                await send_json(send, status, answer)
                 return
             task.add_done_callback(lambda _t: queue.put_nowait(None))  # type: ignore[union-attr]
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
                 except TimeoutError:
                     await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
                     continue
@@ -505,10 +356,10 @@ class McpDoor:
             if task.cancelled():
                 if call.disconnected.is_set():
                     return
-                answer = _error(rid, errors.Cancelled("Request cancelled"))
+                answer = error_answer(rid, errors.Cancelled("Request cancelled"))
             else:
                 answer = task.result()[1]
-            await send({"type": "http.response.body", "body": _sse(answer), "more_body": False})
+            await send({"type": "http.response.body", "body": sse_event(answer), "more_body": False})
         except OSError:
             task.cancel()
         finally:
@@ -529,7 +380,7 @@ class McpDoor:
 
         def watch() -> None:
             nonlocal watcher
-            watcher = loop.create_task(_watch_disconnect(receive, gone))
+            watcher = loop.create_task(watch_disconnect(receive, gone))
         # Most calls end in a few milliseconds: watching for a disconnect only once a call has lasted a while
         # saves a task per call, and a caller that leaves is still noticed within _WATCH_AFTER.
         timer = loop.call_later(_WATCH_AFTER, watch)
@@ -544,7 +395,7 @@ class McpDoor:
             timer.cancel()
             if watcher is not None:
                 watcher.cancel()
-        await _send_json(send, status, answer)
+        await send_json(send, status, answer)
 
     async def _run(self, call: McpCall, method: str, params: dict[str, Any],
                    modern: bool) -> tuple[int, dict[str, Any]]:
@@ -553,39 +404,39 @@ class McpDoor:
             result = await self.service.handle(call, method, params)
         except errors.RPCError as exc:
             status = ERROR_CODE_HTTP_STATUS.get(exc.code, 200) if modern else 200
-            return status, _error(rid, exc)
+            return status, error_answer(rid, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("MCP method %s failed unexpectedly", method)
-            return 200, _error(rid, errors.wire_error(exc))
+            return 200, error_answer(rid, errors.wire_error(exc))
         return 200, {"jsonrpc": "2.0", "id": rid, "result": result}
 
     # -- GET and DELETE (sessions) ---------------------------------------------------------------------
 
     async def _get(self, receive: Receive, send: Send, headers: dict[str, str], client: ClientIdentity) -> None:
-        _, wants_sse = _accepts(headers)
+        _, wants_sse = accepts(headers)
         if not wants_sse or "text/event-stream" not in headers.get("accept", ""):
-            await _send_json(send, 406, _error(None, errors.InvalidRequest(
+            await send_json(send, 406, error_answer(None, errors.InvalidRequest(
                 "Not Acceptable: the GET stream is text/event-stream")))
             return
         session = await self._session_of(send, headers, client)
         if session is None:
             return
         if session.stream is not None:
-            await _send_json(send, 409, _error(None, errors.Conflict(
+            await send_json(send, 409, error_answer(None, errors.Conflict(
                 "Conflict: this session already has a GET stream open")))
             return
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         session.stream = queue
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, lambda: queue.put_nowait(None)))
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, lambda: queue.put_nowait(None)))
         try:
             await send({"type": "http.response.start", "status": 200,
-                        "headers": [*_SSE_HEADERS, (b"mcp-session-id", session.id.encode())]})
+                        "headers": [*SSE_HEADERS, (b"mcp-session-id", session.id.encode())]})
             await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
                 except TimeoutError:
                     event = b": ping\n\n"
                 if event is None:
@@ -605,89 +456,19 @@ class McpDoor:
         if session is None:
             return
         self.sessions.remove(session.id)
-        await _send_empty(send, 200)
+        await send_empty(send, 200)
 
     async def _session_of(self, send: Send, headers: dict[str, str], client: ClientIdentity) -> McpSession | None:
         session_id = headers.get("mcp-session-id")
         if not session_id:
-            await _send_json(send, 400, _error(None, errors.InvalidRequest("Bad Request: Missing session ID")))
+            await send_json(send, 400, error_answer(None, errors.InvalidRequest("Bad Request: Missing session ID")))
             return None
         session = self.sessions.get(session_id, client)
         if session is None:
-            await _send_json(send, 404, _error(None, errors.RPCError("Session not found", code=-32001)))
+            await send_json(send, 404, error_answer(None, errors.RPCError("Session not found", code=-32001)))
         return session
 
     def close(self) -> None:
         self.closing = True
         self.sessions.close()
-        for queue in self._listens:
-            queue.put_nowait(None)
-
-
-def _progress_token(params: dict[str, Any]) -> Any:
-    meta = params.get("_meta")
-    return meta.get("progressToken") if isinstance(meta, dict) else None
-
-
-def _envelope_accepted(method: str, params: dict[str, Any], headers: dict[str, str]) -> bool:
-    """True when the SDK's `classify_inbound_request` would surely accept this request: the well-formed case,
-    checked without its generic mapping checks. False means "ask the SDK", which then names the fault."""
-    meta = params.get("_meta")
-    if type(meta) is not dict or CLIENT_CAPABILITIES_META_KEY not in meta:
-        return False
-    version = meta.get(PROTOCOL_VERSION_META_KEY)
-    if type(version) is not str or version not in MODERN_VERSIONS or headers.get("mcp-protocol-version") != version \
-            or headers.get("mcp-method") != method:
-        return False
-    name_key = NAME_BEARING_METHODS.get(method)
-    if name_key is None:
-        return True
-    value = params.get(name_key)
-    if value is None:
-        return True
-    name = headers.get("mcp-name")
-    # A base64-sentinel header needs decoding first: leave that to the SDK.
-    return name is not None and name == value and not name.startswith("=?")
-
-
-def _has_envelope(message: dict[str, Any]) -> bool:
-    params = message.get("params")
-    return isinstance(params, dict) and isinstance(params.get("_meta"), dict) and \
-        "io.modelcontextprotocol/protocolVersion" in params["_meta"]
-
-
-class McpHttpEndpoint:
-    """The ASGI endpoint mounted at `/mcp`; it serves through the `McpDoor` of the app's running gateway."""
-
-    def __init__(self) -> None:
-        self._door: McpDoor | None = None
-
-    def door(self, gateway: DoorHost) -> McpDoor:
-        door = self._door
-        if door is None or door.gateway is not gateway:
-            if door is not None:
-                door.close()
-            door = self._door = McpDoor(gateway)
-        return door
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        gateway: DoorHost = scope["app"].state.gateway
-        await self.door(gateway)(scope, receive, send)
-
-
-
-class McpMiddleware:
-    """Serves `/mcp` ahead of the framework's routing and exception layers, which it does not need: it answers
-    every error itself. Everything else goes on to the wrapped app."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
-        self.app = app
-        self.endpoint = McpHttpEndpoint()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH:
-            await self.endpoint(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        self.listens.close()
