@@ -1,7 +1,8 @@
-"""The ASGI plumbing of `/mcp`: bodies read within a bound, JSON and empty responses, SSE events, Accept."""
+"""The ASGI plumbing of `/mcp`: bodies read within a bound, JSON and empty responses, event streams, Accept."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,10 @@ from starlette.types import Message, Receive, Send
 
 from llmbasedos.protocol import errors
 
-__all__ = ["Disconnected", "JSON_HEADERS", "SSE_HEADERS", "accepts", "error_answer", "read_body", "send_empty",
-           "send_json", "sse_event", "watch_disconnect"]
+__all__ = ["Disconnected", "JSON_HEADERS", "KEEPALIVE", "SSE_HEADERS", "accepts", "error_answer", "read_body",
+           "relay_events", "send_empty", "send_json", "sse_event", "watch_disconnect"]
 
+KEEPALIVE = 15.0  # seconds between keep-alive comments on an idle event stream
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform"),
                (b"x-accel-buffering", b"no")]
@@ -84,3 +86,16 @@ async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) 
         if message["type"] == "http.disconnect":
             on_disconnect()
             return
+
+
+async def relay_events(queue: asyncio.Queue[bytes | None], send: Send) -> None:
+    """Write the events put on `queue` to an open event stream until None is put, with a keep-alive comment
+    every KEEPALIVE seconds of silence."""
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+        except TimeoutError:
+            event = b": ping\n\n"
+        if event is None:
+            return
+        await send({"type": "http.response.body", "body": event, "more_body": True})

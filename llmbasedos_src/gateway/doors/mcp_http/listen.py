@@ -10,12 +10,18 @@ from typing import Any
 
 from starlette.types import Receive, Send
 
-from llmbasedos.gateway.doors.mcp_http.http_io import SSE_HEADERS, error_answer, send_json, sse_event, watch_disconnect
+from llmbasedos.gateway.doors.mcp_http.http_io import (
+    SSE_HEADERS,
+    error_answer,
+    relay_events,
+    send_json,
+    sse_event,
+    watch_disconnect,
+)
 from llmbasedos.protocol import errors
 
-__all__ = ["KEEPALIVE", "ListenStreams", "SUBSCRIPTION_ID"]
+__all__ = ["ListenStreams", "SUBSCRIPTION_ID"]
 
-KEEPALIVE = 15.0  # seconds between keep-alive comments on an idle event stream
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 _BACKLOG = 100  # events queued for a stream nobody reads before more are dropped
 
@@ -61,14 +67,7 @@ class ListenStreams:
             ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
                    "params": {"notifications": honored, "_meta": meta}}
             await send({"type": "http.response.body", "body": sse_event(ack), "more_body": True})
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    event = b": ping\n\n"
-                if event is None:
-                    break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await relay_events(queue, send)
             if not self.closing:
                 return  # the client went away: an abrupt close carries no result
             done = {"jsonrpc": "2.0", "id": rid, "result": {"_meta": meta, "resultType": "complete"}}

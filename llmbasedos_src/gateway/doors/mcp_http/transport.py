@@ -37,12 +37,13 @@ from llmbasedos.gateway.doors.mcp_http.http_io import (
     accepts,
     error_answer,
     read_body,
+    relay_events,
     send_empty,
     send_json,
     sse_event,
     watch_disconnect,
 )
-from llmbasedos.gateway.doors.mcp_http.listen import KEEPALIVE, ListenStreams
+from llmbasedos.gateway.doors.mcp_http.listen import ListenStreams
 from llmbasedos.gateway.doors.mcp_http.service import (
     HANDSHAKE_VERSIONS,
     LATEST_HANDSHAKE,
@@ -344,15 +345,7 @@ class McpDoor:
                 return
             task.add_done_callback(lambda _t: queue.put_nowait(None))  # type: ignore[union-attr]
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
-                    continue
-                if event is None:
-                    break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await relay_events(queue, send)
             if task.cancelled():
                 if call.disconnected.is_set():
                     return
@@ -434,14 +427,7 @@ class McpDoor:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"mcp-session-id", session.id.encode())]})
             await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
-                except TimeoutError:
-                    event = b": ping\n\n"
-                if event is None:
-                    break
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await relay_events(queue, send)
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
