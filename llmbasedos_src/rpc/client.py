@@ -1,6 +1,11 @@
-"""An asyncio JSON-RPC client over a NUL-framed UNIX socket: persistent and multiplexed.
+"""The one asyncio JSON-RPC client over a NUL-framed UNIX socket: persistent and multiplexed.
 
-Used by the gateway's upstream pool, by luca-shell's local mode, by the tests and by the benchmarks.
+Ids, the calls in flight, cancellation, notifications routed to their call, and the `caller` member (the
+identity a call is made for) live here and nowhere else. Used by the gateway's upstream pool, the agent's
+line to the gateway, the tests and the benchmarks.
+
+A call in flight is a `Pending`: the future of `call`, or what the caller of `send` hands in (the gateway's
+waiters, resolved in the read callback itself, with no future and no task in between).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -17,20 +22,49 @@ from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, NulFrameDecoder, encode_frame
 from llmbasedos.protocol.messages import Notification, Response, notification, parse_message, request
 
-__all__ = ["RPCClient", "NotificationHandler"]
+__all__ = ["RPCClient", "NotificationHandler", "Pending", "Writer"]
 
 NotificationHandler = Callable[[str, Any], None]
+_HIGH_WATER = 1 << 20  # bytes waiting to be written past which a call waits for the peer to read
+
+
+class Pending(Protocol):
+    """A call in flight, resolved by the read loop as a future is. It may also `relay` its call's notifications
+    (a waiter does; a future's are relayed by the listener given to `call`)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+class Writer(Protocol):
+    """Where requests are written: an asyncio StreamWriter, or a protocol that gathers writes (the gateway's)."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class RPCClient:
-    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter, *,
+    def __init__(self, reader: asyncio.StreamReader | None, writer: Writer, *,
                  max_frame: int = DEFAULT_MAX_FRAME, on_notification: NotificationHandler | None = None) -> None:
         """`reader` None: the bytes come from elsewhere (a protocol calling `feed` and `lost`), not a read loop."""
         self._reader = reader
         self._writer = writer
         self._decoder = NulFrameDecoder(max_frame)
         self._ids = itertools.count(1)
-        self._pending: dict[Any, asyncio.Future[Any]] = {}
+        self._pending: dict[Any, Pending] = {}
         self._listeners: dict[Any, NotificationHandler] = {}
         self._on_notification = on_notification
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop()) if reader is not None else None
@@ -80,7 +114,11 @@ class RPCClient:
                 self._deliver(value)
 
     def _listener_for(self, rid: Any) -> NotificationHandler | None:
-        return self._listeners.get(rid)
+        # A waiter relays its own call's notifications: no listener entry to add and remove per call.
+        listener = self._listeners.get(rid)
+        if listener is None:
+            listener = getattr(self._pending.get(rid), "relay", None)
+        return listener
 
     def lost(self) -> None:
         """The connection is gone: every call still waiting fails with ServiceUnavailable."""
@@ -126,8 +164,10 @@ class RPCClient:
         self._writer.write(data)
 
     async def call(self, method: str, params: Any = None, *, timeout: float | None = None,
-                   on_notification: NotificationHandler | None = None) -> Any:
-        """Call `method`; raises the RPCError the server answered with."""
+                   on_notification: NotificationHandler | None = None, caller: dict[str, Any] | None = None) -> Any:
+        """Call `method`; raises the RPCError the server answered with. `caller` is sent as the request's
+        `caller` member: the identity the call is made for (the gateway forwards it to backends; the agent
+        sends it to the gateway)."""
         if self.closed.is_set():
             raise errors.ServiceUnavailable("Connection to the service is closed")
         rid = next(self._ids)
@@ -136,8 +176,8 @@ class RPCClient:
         if on_notification is not None:
             self._listeners[rid] = on_notification
         try:
-            self._writer.write(encode_frame(request(rid, method, params)))
-            if self._writer.transport.get_write_buffer_size() > (1 << 20):
+            self._writer.write(_frame(rid, method, params, caller))
+            if self.backlogged:
                 await self._writer.drain()
             if timeout is None:
                 return await fut
@@ -152,6 +192,31 @@ class RPCClient:
         finally:
             self._pending.pop(rid, None)
             self._listeners.pop(rid, None)
+
+    def send(self, method: str, params: Any, pending: Pending, caller: dict[str, Any] | None = None) -> int:
+        """Send a call without waiting: the read loop resolves `pending` when its answer comes.
+
+        The sender owns the entry from then on and calls `forget(rid)` once its call has ended.
+        """
+        if self.closed.is_set():
+            raise errors.ServiceUnavailable("Connection to the service is closed")
+        rid = next(self._ids)
+        self._writer.write(_frame(rid, method, params, caller))
+        self._pending[rid] = pending
+        return rid
+
+    def forget(self, rid: Any) -> None:
+        self._pending.pop(rid, None)
+        self._listeners.pop(rid, None)
+
+    def in_flight(self) -> list[Pending]:
+        """The calls in flight on this connection, oldest first."""
+        return list(self._pending.values())
+
+    @property
+    def backlogged(self) -> bool:
+        """More is waiting to be written than the peer has read: new calls should wait for it."""
+        return bool(self._writer.transport.get_write_buffer_size() > _HIGH_WATER)
 
     def cancel(self, rid: Any) -> None:
         if not self._writer.is_closing():
@@ -169,3 +234,10 @@ class RPCClient:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
+
+
+def _frame(rid: int, method: str, params: Any, caller: dict[str, Any] | None) -> bytes:
+    message = request(rid, method, params)
+    if caller is not None:
+        message["caller"] = caller
+    return encode_frame(message)

@@ -14,7 +14,7 @@ log = logging.getLogger("llmbasedos.gateway.upstream")
 
 
 class Waiter(Protocol):
-    """What `send_for` resolves: the read loop treats it as it treats a future (done/set_result/set_exception),
+    """What `RPCClient.send` is given: the read loop treats it as it treats a future (done/set_result/set_exception),
     so the answer reaches the call in the read callback itself, with no future and no task in between. It
     also carries its own deadline and relays its call's notifications, so that a call adds one entry to one
     table (the client's pending calls) and nothing else."""

@@ -20,10 +20,11 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from llmbasedos.gateway.policy.gatekeeper import ClientIdentity, Policy
 from llmbasedos.gateway.routing.metrics import Metrics
-from llmbasedos.gateway.routing.upstream import BackendClient, Upstream, UpstreamPool
+from llmbasedos.gateway.routing.upstream import Upstream, UpstreamPool
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.caps import Capability, CapsError, ServiceCaps
 from llmbasedos.protocol.messages import RequestId
+from llmbasedos.rpc.client import RPCClient
 
 __all__ = ["Router", "RoutedCall", "AnswerFn", "GatewayCall", "LocalHandler", "NotifyFn", "outcome_of",
            "capability_to_dict"]
@@ -121,7 +122,7 @@ class RoutedCall:
         self._answer = answer
         self._notify = notify
         self._upstream: Upstream | None = None
-        self._backend: BackendClient | None = None
+        self._backend: RPCClient | None = None
         self._rid = 0
         self.client = client
         self.method = method

@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from llmbasedos.gateway.routing.deadlines import Deadlines, Waiter
 from llmbasedos.protocol import errors
-from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, encode_frame
+from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME
 from llmbasedos.rpc.client import NotificationHandler, RPCClient
 from llmbasedos.rpc.read_scope import READS
 from llmbasedos.rpc.write_gate import WriteGate
 
-__all__ = ["BackendClient", "Upstream", "UpstreamPool", "Waiter"]
+__all__ = ["Upstream", "UpstreamPool", "Waiter"]
 
 log = logging.getLogger("llmbasedos.gateway.routing.upstream")
 
@@ -31,7 +31,7 @@ _MAX_BACKOFF = 2.0
 
 
 class _UpstreamConnection(asyncio.Protocol):
-    """The socket under a `BackendClient`, standing in for its StreamWriter.
+    """The socket under an upstream's RPCClient: its `Writer` (see rpc/client.py), in place of a StreamWriter.
 
     Bytes in go to the client from `data_received`, with no read-loop task to wake per read. Frames out that
     are written during one turn of the event loop leave in one write, so many calls in flight cost a couple of
@@ -125,81 +125,12 @@ class _UpstreamConnection(asyncio.Protocol):
         await asyncio.shield(self._closed)
 
 
-class BackendClient(RPCClient):
-    """The RPCClient, plus the `caller` member the gateway adds to each request: the identity the call is
-    made for ({"client_id", "name", "tier"}), so a backend that calls back through the gateway (the agent)
-    can act with that client's rights and no more."""
-
-    async def call_for(self, caller: dict[str, Any] | None, method: str, params: Any,
-                       on_notification: NotificationHandler | None = None) -> Any:
-        if self.closed.is_set():
-            raise errors.ServiceUnavailable("Connection to the service is closed")
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        if on_notification is not None:
-            self._listeners[rid] = on_notification
-        try:
-            self._writer.write(_request_frame(rid, caller, method, params))
-            if self._writer.transport.get_write_buffer_size() > _HIGH_WATER:
-                await self._writer.drain()
-            return await fut
-        except asyncio.CancelledError:
-            self.cancel(rid)
-            raise
-        finally:
-            self._pending.pop(rid, None)
-            self._listeners.pop(rid, None)
-
-    def send_for(self, caller: dict[str, Any] | None, method: str, params: Any, waiter: Waiter) -> int:
-        """Send a call without waiting: `waiter` is resolved by the read loop when the answer comes, and
-        relays the notifications the backend sends for it.
-
-        The caller owns the entry from then on and calls `forget(rid)` once its call has ended.
-        """
-        if self.closed.is_set():
-            raise errors.ServiceUnavailable("Connection to the service is closed")
-        rid = next(self._ids)
-        self._writer.write(_request_frame(rid, caller, method, params))
-        self._pending[rid] = waiter  # type: ignore[assignment]  # resolved like a future, see Waiter
-        return rid
-
-    def forget(self, rid: int) -> None:
-        self._pending.pop(rid, None)
-        self._listeners.pop(rid, None)
-
-    def _listener_for(self, rid: Any) -> NotificationHandler | None:
-        # A waiter relays its own call's notifications: no listener entry to add and remove per call.
-        listener = self._listeners.get(rid)
-        if listener is None:
-            listener = getattr(self._pending.get(rid), "relay", None)
-        return listener
-
-    def sent_calls(self) -> list[Any]:
-        """What is in flight on this connection, oldest first: futures (of `call_for`) and waiters."""
-        return list(self._pending.values())
-
-    @property
-    def backlogged(self) -> bool:
-        """More is waiting to be written than the backend has read: new calls should wait for it."""
-        return bool(self._writer.transport.get_write_buffer_size() > _HIGH_WATER)
-
-
-def _request_frame(rid: int, caller: dict[str, Any] | None, method: str, params: Any) -> bytes:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
-    if params is not None:
-        message["params"] = params
-    if caller is not None:
-        message["caller"] = caller
-    return encode_frame(message)
-
-
-async def _connect_client(path: str, max_frame: int) -> BackendClient:
+async def _connect_client(path: str, max_frame: int) -> RPCClient:
     try:
         _, conn = await asyncio.get_running_loop().create_unix_connection(_UpstreamConnection, path)
     except (OSError, ValueError) as exc:
         raise errors.ServiceUnavailable("Cannot connect to the service socket") from exc
-    client = BackendClient(None, conn, max_frame=max_frame)  # type: ignore[arg-type]  # a StreamWriter's part
+    client = RPCClient(None, conn, max_frame=max_frame)
     conn.attach(client)
     return client
 
@@ -215,8 +146,8 @@ class Upstream:
         self.state = "idle"  # idle -> connecting -> up <-> down; closed at the end
         self.in_flight = 0
         self.calls = 0
-        self._client: BackendClient | None = None
-        self._connecting: asyncio.Task[BackendClient] | None = None
+        self._client: RPCClient | None = None
+        self._connecting: asyncio.Task[RPCClient] | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
         self._closed = False
@@ -240,7 +171,7 @@ class Upstream:
         deadlines = self._deadlines if timeout is not None else None
         key = deadlines.add(timeout) if deadlines is not None and timeout is not None else 0
         try:
-            return await client.call_for(caller, method, params, on_notification)
+            return await client.call(method, params, on_notification=on_notification, caller=caller)
         except asyncio.CancelledError:
             if deadlines is not None and deadlines.done(key):
                 task = asyncio.current_task()
@@ -275,7 +206,7 @@ class Upstream:
         self._awaited -= 1
 
     def send(self, waiter: Waiter, method: str, params: Any, *,
-             caller: dict[str, Any] | None = None) -> tuple[BackendClient, int]:
+             caller: dict[str, Any] | None = None) -> tuple[RPCClient, int]:
         """Put a call on the wire now, without a task: `waiter` gets the answer and the call's notifications.
         Only once `ready` said yes; otherwise `call` must be used (it waits for a connection or for the backend
         to catch up).
@@ -288,7 +219,7 @@ class Upstream:
         if client is None:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable")
         try:
-            rid = client.send_for(caller, method, params, waiter)
+            rid = client.send(method, params, waiter, caller)
         except (OSError, RuntimeError) as exc:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is unavailable") from exc
         self.in_flight += 1
@@ -298,7 +229,7 @@ class Upstream:
             self._deadlines.watch(self)
         return client, rid
 
-    def ended(self, client: BackendClient, rid: int) -> None:
+    def ended(self, client: RPCClient, rid: int) -> None:
         """A call `send` put in flight is over (answered, failed, cancelled or expired)."""
         client.forget(rid)
         self._ended(0)
@@ -308,7 +239,8 @@ class Upstream:
         client = self._client
         if client is None:
             return []
-        return [w for w in client.sent_calls() if hasattr(w, "deadline")]  # not the futures of `call`
+        # The waiters carry a deadline; the futures of `call` (awaited in tasks) do not.
+        return [cast(Waiter, w) for w in client.in_flight() if hasattr(w, "deadline")]
 
     def _ended(self, key: int) -> None:
         if key:
@@ -319,7 +251,7 @@ class Upstream:
 
     # -- connection management -----------------------------------------------------------------------
 
-    async def _ensure(self) -> BackendClient:
+    async def _ensure(self) -> RPCClient:
         if self._closed:
             raise errors.ServiceUnavailable(f"Service {self.service!r} is not available")
         if self._connecting is None:
@@ -329,7 +261,7 @@ class Upstream:
         # Shielded: a caller that gives up must not abort the attempt the others are waiting on.
         return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> BackendClient:
+    async def _connect(self) -> RPCClient:
         self.state = "connecting"
         try:
             client = await _connect_client(self.socket_path, self.max_frame)

@@ -15,57 +15,36 @@ from pathlib import Path
 from typing import Any
 
 from llmbasedos.protocol import errors
-from llmbasedos.protocol.framing import encode_frame
 from llmbasedos.rpc.client import RPCClient
 
 __all__ = ["GatewayClient"]
 
 
-class _Client(RPCClient):
-    async def call_as(self, client_id: str | None, method: str, params: Any, run: str | None = None) -> Any:
-        if self.closed.is_set():
-            raise errors.ServiceUnavailable("Connection to the gateway is closed")
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
-        caller: dict[str, str] = {}
-        if client_id is not None:
-            caller["client_id"] = client_id
-        if run is not None:
-            caller["run"] = run
-        if caller:
-            message["caller"] = caller
-        try:
-            self._writer.write(encode_frame(message))
-            await self._writer.drain()
-            return await fut
-        except asyncio.CancelledError:
-            self.cancel(rid)  # the gateway cancels the call upstream too
-            raise
-        finally:
-            self._pending.pop(rid, None)
-
-
 class GatewayClient:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
-        self._client: _Client | None = None
+        self._client: RPCClient | None = None
         self._lock = asyncio.Lock()
 
-    async def _connected(self) -> _Client:
+    async def _connected(self) -> RPCClient:
         async with self._lock:
             if self._client is None or not self._client.is_open:
                 try:
                     reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=1 << 20)
                 except (OSError, ValueError) as exc:
                     raise errors.ServiceUnavailable("The gateway is not reachable") from exc
-                self._client = _Client(reader, writer)
+                self._client = RPCClient(reader, writer)
             return self._client
 
     async def call(self, client_id: str | None, method: str, params: Any, *, run: str | None = None) -> Any:
+        caller: dict[str, str] = {}
+        if client_id is not None:
+            caller["client_id"] = client_id
+        if run is not None:
+            caller["run"] = run
         client = await self._connected()
-        return await client.call_as(client_id, method, params, run)
+        # Cancelled here, the call is cancelled at the gateway too (RPCClient sends mcp.cancel).
+        return await client.call(method, params, caller=caller or None)
 
     async def close(self) -> None:
         if self._client is not None:
