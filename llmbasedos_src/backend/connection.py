@@ -15,6 +15,8 @@ from typing import Any, cast
 
 from llmbasedos.protocol.framing import NulFrameDecoder, encode_answer
 from llmbasedos.protocol.messages import RequestId, notification, refusal
+from llmbasedos.rpc.gathered_writes import GatheredWrites
+from llmbasedos.rpc.read_scope import READS
 from llmbasedos.rpc.write_gate import WriteGate
 
 __all__ = ["Connection", "CallContext", "PROGRESS_METHOD"]
@@ -25,24 +27,21 @@ PROGRESS_METHOD = "mcp.progress"  # notification {"id", "progress", "total"?, "m
 _HIGH_WATER = 1 << 20
 
 
-class Connection(asyncio.Protocol):
+class Connection(GatheredWrites, asyncio.Protocol):
     """One client connection: bytes in through the frame decoder, answers out in one write per loop pass.
 
     A protocol rather than a StreamReader loop: a read is handled in the callback that delivers it, with
     no task to wake and no future per read, which was a good part of the cost of a cheap call.
     """
 
-    __slots__ = ("_connections", "_decoder", "_dispatch", "_gate", "_loop", "_out", "_receiving", "closed", "tasks",
-                 "transport")
+    __slots__ = ("_connections", "_decoder", "_dispatch", "_gate", "closed", "tasks", "transport")
 
     def __init__(self, dispatch: Callable[[Connection, Any], None], connections: set[Connection],
                  max_frame: int) -> None:
         self._dispatch = dispatch  # each decoded message or batch, to the server
         self._connections = connections  # the server's open connections: this one is in it while open
-        self._loop = asyncio.get_running_loop()
+        self.start_gathering(asyncio.get_running_loop())
         self._decoder = NulFrameDecoder(max_frame)
-        self._out: list[bytes] = []
-        self._receiving = False
         self._gate = WriteGate(self._loop)
         self.tasks: dict[RequestId, asyncio.Task[None]] = {}
         self.closed = False
@@ -58,17 +57,12 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         dispatch = self._dispatch
-        self._receiving = True
-        try:
+        with READS:  # every inline answer to this read leaves in one write as it ends: no callback to schedule
             for frame in self._decoder.receive_data(data):
                 if frame.error is not None:
                     self.send(refusal(frame.error))
                 else:
                     dispatch(self, frame.value)
-        finally:
-            self._receiving = False
-        # Every inline answer to this read leaves in one write, here: no callback to schedule.
-        self.flush()
 
     def eof_received(self) -> bool:
         return False  # the peer is done sending: close once our answers are out
@@ -76,7 +70,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._connections.discard(self)
-        self._out.clear()
+        self.drop_gathered()
         # The caller is gone: nobody will read these answers, so stop the work.
         for task in list(self.tasks.values()):
             task.cancel()
@@ -105,18 +99,10 @@ class Connection(asyncio.Protocol):
         data, encoded = encode_answer(message, b"\0")
         if not encoded:
             log.error("handler result is not JSON-serialisable")
-        # Answers finished in the same loop iteration leave in one write: a syscall (and a wake-up of the
-        # peer) per answer was the largest cost of a busy connection.
-        if not self._out and not self._receiving:
-            self._loop.call_soon(self.flush)
-        self._out.append(data)
+        self.gather(data)
 
-    def flush(self) -> None:
-        if not self._out or self.closed or self.transport is None:
-            return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        if not self.transport.is_closing():
+    def send_gathered(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     async def drain_if_needed(self) -> None:

@@ -15,31 +15,24 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from llmbasedos.rpc.read_scope import READS
+from llmbasedos.rpc.gathered_writes import GatheredWrites
 
 __all__ = ["CorkedHttpToolsProtocol", "CorkedTransport"]
 
 
-class CorkedTransport:
-    """A transport proxy whose writes within one loop turn go out as one write. Everything else is passed
-    through; `close()` sends what is pending first."""
+class CorkedTransport(GatheredWrites):
+    """A transport proxy whose writes within one read or loop turn go out as one write. Everything else is
+    passed through; `close()` sends what is pending first."""
 
-    __slots__ = ("_loop", "_pending", "_pending_bytes", "_transport")
+    __slots__ = ("_transport",)
 
     def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0  # kept, not summed: a WebSocket answer asks for the buffer size each time
+        self.start_gathering(loop)  # its byte count is kept: a WebSocket answer asks for it each time
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        if not self._pending and not READS.defer(self):
-            self._loop.call_soon(self.flush)
-        chunk = bytes(data)
-        self._pending.append(chunk)
-        self._pending_bytes += len(chunk)
+        if data:
+            self.gather(bytes(data))
 
     def write_counted(self, data: bytes) -> int:
         """Write `data` unless the connection is closing, and say how many bytes now wait to leave (-1: it is
@@ -47,24 +40,19 @@ class CorkedTransport:
         transport = self._transport
         if transport.is_closing():
             return -1
-        self.write(data)
-        return int(transport.get_write_buffer_size()) + self._pending_bytes
+        self.gather(data)
+        return int(transport.get_write_buffer_size()) + self._gathered
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
             self.write(chunk)
 
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
+    def send_gathered(self, data: bytes) -> None:
         if not self._transport.is_closing():
             self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return int(self._transport.get_write_buffer_size()) + self._pending_bytes
+        return int(self._transport.get_write_buffer_size()) + self._gathered
 
     def is_closing(self) -> bool:  # asked on every answer: not through __getattr__
         return bool(self._transport.is_closing())
@@ -74,8 +62,7 @@ class CorkedTransport:
         self._transport.close()
 
     def abort(self) -> None:
-        self._pending.clear()
-        self._pending_bytes = 0
+        self.drop_gathered()
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:

@@ -18,6 +18,7 @@ from llmbasedos.gateway.routing.deadlines import Deadlines, Waiter
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME
 from llmbasedos.rpc.client import NotificationHandler, RPCClient
+from llmbasedos.rpc.gathered_writes import GatheredWrites
 from llmbasedos.rpc.read_scope import READS
 from llmbasedos.rpc.write_gate import WriteGate
 
@@ -30,7 +31,7 @@ _HIGH_WATER = 1 << 20
 _MAX_BACKOFF = 2.0
 
 
-class _UpstreamConnection(asyncio.Protocol):
+class _UpstreamConnection(GatheredWrites, asyncio.Protocol):
     """The socket under an upstream's RPCClient: its `Writer` (see rpc/client.py), in place of a StreamWriter.
 
     Bytes in go to the client from `data_received`, with no read-loop task to wake per read. Frames out that
@@ -39,9 +40,7 @@ class _UpstreamConnection(asyncio.Protocol):
     """
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._buf: list[bytes] = []
-        self._scheduled = False
+        self.start_gathering(asyncio.get_running_loop())
         self._client: RPCClient | None = None
         self._early: list[bytes] = []  # bytes that came before the client was attached
         self._gate = WriteGate(self._loop)
@@ -88,21 +87,9 @@ class _UpstreamConnection(asyncio.Protocol):
         # Every frame waits for the end of the read being handled (READS) or else of this pass of the event
         # loop, so the calls that one read or all the ready tasks make leave in one write. Sending the first
         # frame at once cost a system call per call under load, since most reads and passes start one.
-        if not self._scheduled:
-            self._scheduled = True
-            if not READS.defer(self):
-                self._loop.call_soon(self.flush)
-        self._buf.append(data)
+        self.gather(data)
 
-    def flush(self) -> None:
-        self._scheduled = False
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        if not self._buf:
-            return
-        data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
-        self._buf.clear()
+    def send_gathered(self, data: bytes) -> None:
         if self.transport.is_closing():
             return  # connection_lost fails the calls waiting for answers
         try:
@@ -114,11 +101,11 @@ class _UpstreamConnection(asyncio.Protocol):
         return self.transport.is_closing()
 
     async def drain(self) -> None:
-        self._flush_now()
+        self.flush()
         await self._gate.wait()
 
     def close(self) -> None:
-        self._flush_now()
+        self.flush()
         self.transport.close()
 
     async def wait_closed(self) -> None:
