@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME, NulFrameDecoder, encode_frame
-from llmbasedos.protocol.messages import Notification, Response, notification, parse_message, request
+from llmbasedos.protocol.messages import notification, request
+from llmbasedos.rpc.calls import CallTable, NotificationHandler, Pending
 
-__all__ = ["RPCClient", "NotificationHandler", "Pending", "Writer"]
+__all__ = ["RPCClient", "Writer"]
 
-NotificationHandler = Callable[[str, Any], None]
 _HIGH_WATER = 1 << 20  # bytes waiting to be written past which a call waits for the peer to read
-
-
-class Pending(Protocol):
-    """A call in flight, resolved by the read loop as a future is. It may also `relay` its call's notifications
-    (a waiter does; a future's are relayed by the listener given to `call`)."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, value: Any) -> None: ...
-
-    def set_exception(self, exc: BaseException) -> None: ...
 
 
 class Writer(Protocol):
@@ -63,10 +50,7 @@ class RPCClient:
         self._reader = reader
         self._writer = writer
         self._decoder = NulFrameDecoder(max_frame)
-        self._ids = itertools.count(1)
-        self._pending: dict[Any, Pending] = {}
-        self._listeners: dict[Any, NotificationHandler] = {}
-        self._on_notification = on_notification
+        self._calls = CallTable(on_notification)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop()) if reader is not None else None
         self.closed = asyncio.Event()
 
@@ -103,7 +87,7 @@ class RPCClient:
         if payloads is None:
             for frame in self._decoder.receive_data(data):
                 if frame.error is None:
-                    self._deliver(frame.value)
+                    self._calls.deliver(frame.value)
             return
         for payload in payloads:
             if payload:
@@ -111,53 +95,12 @@ class RPCClient:
                     value = orjson.loads(payload)
                 except orjson.JSONDecodeError:
                     continue
-                self._deliver(value)
-
-    def _listener_for(self, rid: Any) -> NotificationHandler | None:
-        # A waiter relays its own call's notifications: no listener entry to add and remove per call.
-        listener = self._listeners.get(rid)
-        if listener is None:
-            listener = getattr(self._pending.get(rid), "relay", None)
-        return listener
+                self._calls.deliver(value)
 
     def lost(self) -> None:
         """The connection is gone: every call still waiting fails with ServiceUnavailable."""
         self.closed.set()
-        # Taken out first: what a waiter does when it fails may touch the table (the gateway's calls do).
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(errors.ServiceUnavailable("Connection to the service was lost"))
-
-    def _deliver(self, value: Any) -> None:
-        if (type(value) is dict and "result" in value and "error" not in value and "method" not in value
-                and value.get("jsonrpc") == "2.0"):
-            rid = value.get("id")
-            if type(rid) is int or type(rid) is str:  # the common case, a plain answer: no Response built
-                fut = self._pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(value["result"])
-                return
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            try:
-                msg = parse_message(item)
-            except errors.InvalidRequest:
-                continue
-            if isinstance(msg, Response):
-                fut = self._pending.pop(msg.id, None)
-                if fut is not None and not fut.done():
-                    if msg.error is not None:
-                        fut.set_exception(errors.from_error_object(msg.error))
-                    else:
-                        fut.set_result(msg.result)
-            elif isinstance(msg, Notification):
-                rid = msg.params.get("id") if isinstance(msg.params, dict) else None
-                listener = self._listener_for(rid) if type(rid) is int or type(rid) is str else None
-                if listener is not None:
-                    listener(msg.method, msg.params)
-                elif self._on_notification is not None:
-                    self._on_notification(msg.method, msg.params)
+        self._calls.fail_all(errors.ServiceUnavailable("Connection to the service was lost"))
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (tests use this to send malformed frames)."""
@@ -170,11 +113,8 @@ class RPCClient:
         sends it to the gateway)."""
         if self.closed.is_set():
             raise errors.ServiceUnavailable("Connection to the service is closed")
-        rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        if on_notification is not None:
-            self._listeners[rid] = on_notification
+        rid = self._calls.open(fut, on_notification)
         try:
             self._writer.write(_frame(rid, method, params, caller))
             if self.backlogged:
@@ -190,8 +130,7 @@ class RPCClient:
             self.cancel(rid)
             raise
         finally:
-            self._pending.pop(rid, None)
-            self._listeners.pop(rid, None)
+            self._calls.forget(rid)
 
     def send(self, method: str, params: Any, pending: Pending, caller: dict[str, Any] | None = None) -> int:
         """Send a call without waiting: the read loop resolves `pending` when its answer comes.
@@ -200,18 +139,16 @@ class RPCClient:
         """
         if self.closed.is_set():
             raise errors.ServiceUnavailable("Connection to the service is closed")
-        rid = next(self._ids)
+        rid = self._calls.open(pending)
         self._writer.write(_frame(rid, method, params, caller))
-        self._pending[rid] = pending
         return rid
 
     def forget(self, rid: Any) -> None:
-        self._pending.pop(rid, None)
-        self._listeners.pop(rid, None)
+        self._calls.forget(rid)
 
     def in_flight(self) -> list[Pending]:
         """The calls in flight on this connection, oldest first."""
-        return list(self._pending.values())
+        return self._calls.in_flight()
 
     @property
     def backlogged(self) -> bool:

@@ -1,11 +1,10 @@
-"""luca-shell's connection to the gateway: JSON-RPC over WebSocket, multiplexed, reconnecting."""
+"""luca-shell's connection to the gateway: JSON-RPC over WebSocket, multiplexed, reconnecting; its calls in
+flight are kept by the same CallTable as every other client's (rpc/calls.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,12 +12,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from llmbasedos.protocol import errors
-from llmbasedos.protocol.messages import Notification, Response, notification, parse_message, request
+from llmbasedos.protocol.messages import notification, request
+from llmbasedos.rpc.calls import CallTable, NotificationHandler
 
 __all__ = ["GatewayClient", "Offline"]
-
-NotificationHandler = Callable[[str, Any], None]
-
 
 class Offline(errors.ServiceUnavailable):
     """The gateway cannot be reached right now."""
@@ -30,9 +27,7 @@ class GatewayClient:
         self.token = token
         self.max_size = max_size
         self._ws: ClientConnection | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._listeners: dict[int, NotificationHandler] = {}
+        self._calls = CallTable()
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
@@ -68,35 +63,13 @@ class GatewayClient:
                     value = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     continue
-                for item in value if isinstance(value, list) else [value]:
-                    self._deliver(item)
+                self._calls.deliver(value)
         except ConnectionClosed:
             pass
         finally:
             if self._ws is ws:
                 self._ws = None
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(Offline("connection to the gateway was lost"))
-            self._pending.clear()
-
-    def _deliver(self, item: Any) -> None:
-        try:
-            msg = parse_message(item)
-        except errors.InvalidRequest:
-            return
-        if isinstance(msg, Response):
-            fut = self._pending.pop(msg.id, None)  # type: ignore[arg-type]
-            if fut is not None and not fut.done():
-                if msg.error is not None:
-                    fut.set_exception(errors.from_error_object(msg.error))
-                else:
-                    fut.set_result(msg.result)
-        elif isinstance(msg, Notification):
-            rid = msg.params.get("id") if isinstance(msg.params, dict) else None
-            listener = self._listeners.get(rid)  # type: ignore[arg-type]
-            if listener is not None:
-                listener(msg.method, msg.params)
+            self._calls.fail_all(Offline("connection to the gateway was lost"))
 
     async def call(self, method: str, params: Any = None, *,
                    on_notification: NotificationHandler | None = None) -> Any:
@@ -104,11 +77,8 @@ class GatewayClient:
             await self.connect()
         ws = self._ws
         assert ws is not None
-        rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        if on_notification is not None:
-            self._listeners[rid] = on_notification
+        rid = self._calls.open(fut, on_notification)
         try:
             await ws.send(orjson.dumps(request(rid, method, params)).decode())
             return await fut
@@ -120,8 +90,7 @@ class GatewayClient:
                 await ws.send(orjson.dumps(notification("mcp.cancel", {"id": rid})).decode())
             raise
         finally:
-            self._pending.pop(rid, None)
-            self._listeners.pop(rid, None)
+            self._calls.forget(rid)
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None

@@ -17,7 +17,8 @@ from typing import Any, cast
 from llmbasedos.gateway.routing.deadlines import Deadlines, Waiter
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import DEFAULT_MAX_FRAME
-from llmbasedos.rpc.client import NotificationHandler, RPCClient
+from llmbasedos.rpc.calls import NotificationHandler
+from llmbasedos.rpc.client import RPCClient
 from llmbasedos.rpc.gathered_writes import GatheredWrites
 from llmbasedos.rpc.read_scope import READS
 from llmbasedos.rpc.write_gate import WriteGate
