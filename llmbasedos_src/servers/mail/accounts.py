@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from llmbasedos.loopback import is_loopback
+from llmbasedos.yaml_text import load_yaml
 
 __all__ = ["Account", "AccountsError", "Endpoint", "Secret", "SecretError", "accounts_path", "load_accounts",
            "parse_accounts"]
@@ -142,14 +141,7 @@ def load_accounts(path: Path, env: Mapping[str, str] | None = None) -> dict[str,
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise AccountsError(f"{path.name}: cannot be read: {exc.__class__.__name__}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # Only the position and the problem: the YAML snippet could show a line the user did not mean to share.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise AccountsError(f"{path.name}: not valid YAML{where}: {problem}") from None
+    data = load_yaml(text, path.name, AccountsError)
     return parse_accounts(data, path.name, env)
 
 
