@@ -271,7 +271,10 @@ class Policy:
         if client.is_owner:
             return self.local_identity()
         record = self.clients.active(client.client_id)
-        if record is None and self.clients.poll():  # the map may predate a client created a moment ago
+        if record is None:
+            # The map may predate a client created a moment ago. Look again after a poll whatever it returns:
+            # the policy's thread may be the one that just re-read the clients (it holds the lock meanwhile).
+            self.clients.poll()
             record = self.clients.active(client.client_id)
         if record is None:
             self._audit.append("auth", outcome="denied", reason="revoked or expired during a connection",
