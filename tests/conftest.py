@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.harness import Env
+from tests.gateway.harness import Env, GatewayProcess
 from tests.support.mcp_stack import McpStack
 
 
@@ -27,3 +27,22 @@ def stack() -> Iterator[McpStack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Env]:
+    """The echo backend behind a gateway with its defaults, shared by one module's tests (a module may define
+    its own `shared` to start something else; `gw` then serves that one)."""
+    e = Env()
+    try:
+        e.start_backend("echo")
+        e.start_gateway()
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def gw(shared: Env) -> GatewayProcess:
+    return shared.gateways[0]
+

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvicorn
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from llmbasedos.gateway.app import create_app
+from llmbasedos.gateway.config import GatewayConfig
 from llmbasedos.gateway.policy.tokens import TokenStore
 from llmbasedos.protocol import errors
 from llmbasedos.protocol.framing import NulFrameDecoder, encode_frame
+from llmbasedos.settings import Settings
 from tests.support.procs import ServerHandle, start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -310,3 +315,28 @@ class UnixClient:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def stock_uvicorn() -> AsyncIterator[tuple[Path, int]]:
+    """The gateway's app in this process under uvicorn's own WebSocket protocol (no direct lane), on a free
+    loopback port, with its own state dir: yields (state dir, port)."""
+    state = Path(tempfile.mkdtemp(prefix="gwstock", dir="/tmp"))
+    (state / "config").mkdir()
+    (state / "config" / "licence_tiers.yaml").write_text(OPEN_FREE_TIER, encoding="utf-8")
+    settings = Settings(state_dir=state, run_dir=state / "run", data_dir=state / "data", log_dir=state / "logs",
+                        config_dir=state / "config", virtual_root=state / "files")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, GatewayConfig(port=0)), ws="websockets-sansio",
+                                           lifespan="on", log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: server.started, what="uvicorn to start")
+        yield state, sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 20)
+        sock.close()
+        shutil.rmtree(state, ignore_errors=True)
+

@@ -5,42 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from llmbasedos.gateway.app import create_app
-from llmbasedos.gateway.config import GatewayConfig
 from llmbasedos.protocol import errors
-from llmbasedos.settings import Settings
-from tests.gateway.harness import OPEN_FREE_TIER, Env, GatewayProcess, WsClient, wait_until
+from tests.gateway.harness import GatewayProcess, WsClient, stock_uvicorn, wait_until
 
 ACCEPT = "application/json, text/event-stream"
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Env]:
-    e = Env()
-    try:
-        e.start_backend("echo")
-        e.start_gateway()
-        yield e
-    finally:
-        e.close()
-
-
-@pytest.fixture
-def gw(shared: Env) -> GatewayProcess:
-    return shared.gateways[0]
 
 
 def token_cmd(state: Path, *args: str) -> str:
@@ -131,19 +107,7 @@ async def test_a_narrowed_allowlist_applies_to_the_next_call(gw: GatewayProcess)
 
 async def test_revocation_holds_under_a_stock_uvicorn() -> None:
     """Without the direct lane (uvicorn's own WebSocket protocol), the ASGI path closes with 1008 too."""
-    state = Path(tempfile.mkdtemp(prefix="gwrev", dir="/tmp"))
-    (state / "config").mkdir()
-    (state / "config" / "licence_tiers.yaml").write_text(OPEN_FREE_TIER, encoding="utf-8")
-    settings = Settings(state_dir=state, run_dir=state / "run", data_dir=state / "data", log_dir=state / "logs",
-                        config_dir=state / "config", virtual_root=state / "files")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, GatewayConfig(port=0)), ws="websockets-sansio",
-                                           lifespan="on", log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_until(lambda: server.started, what="uvicorn to start")
+    async with stock_uvicorn() as (state, port):
         token = token_cmd(state, "create", "stock", "--allow", "mcp.hello")
         async with WsClient.connect(f"ws://127.0.0.1:{port}/ws", token) as busy, \
                 WsClient.connect(f"ws://127.0.0.1:{port}/ws", token) as idle:
@@ -152,11 +116,6 @@ async def test_revocation_holds_under_a_stock_uvicorn() -> None:
             token_cmd(state, "revoke", "stock")
             await refused_or_closed(busy)
             await closed_with(idle, 1008)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 20)
-        sock.close()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 # -- /mcp ---------------------------------------------------------------------------------------------------

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import socket
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import orjson
 import pytest
-import uvicorn
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from llmbasedos.gateway.app import create_app
-from llmbasedos.gateway.config import GatewayConfig
 from llmbasedos.protocol import errors
-from llmbasedos.settings import Settings
-from tests.gateway.harness import OPEN_FREE_TIER, Env, GatewayProcess, WsClient, wait_until
+from tests.gateway.harness import Env, GatewayProcess, WsClient, stock_uvicorn, wait_until
 
 
 def _status(exc: pytest.ExceptionInfo[InvalidStatus]) -> int:
@@ -39,11 +31,6 @@ def shared() -> Iterator[Env]:
         yield e
     finally:
         e.close()
-
-
-@pytest.fixture
-def gw(shared: Env) -> GatewayProcess:
-    return shared.gateways[0]
 
 
 async def test_handshake_refusals(gw: GatewayProcess) -> None:
@@ -287,19 +274,7 @@ async def test_a_client_that_does_not_read_is_cut_off_and_others_are_served() ->
 
 async def test_ws_also_works_under_a_stock_uvicorn() -> None:
     """Served by uvicorn's own WebSocket protocol (no direct lane), /ws falls back to plain ASGI messages."""
-    state = Path(tempfile.mkdtemp(prefix="gwstock", dir="/tmp"))
-    (state / "config").mkdir()
-    (state / "config" / "licence_tiers.yaml").write_text(OPEN_FREE_TIER, encoding="utf-8")
-    settings = Settings(state_dir=state, run_dir=state / "run", data_dir=state / "data", log_dir=state / "logs",
-                        config_dir=state / "config", virtual_root=state / "files")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, GatewayConfig(port=0)), ws="websockets-sansio",
-                                           lifespan="on", log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_until(lambda: server.started, what="uvicorn to start")
+    async with stock_uvicorn() as (state, port):
         token = (state / "data" / "owner.token").read_text(encoding="utf-8").strip()
         async with WsClient.connect(f"ws://127.0.0.1:{port}/ws", token) as c:
             assert (await c.call("mcp.hello"))["gateway"] == "llmbasedos"
@@ -307,8 +282,3 @@ async def test_ws_also_works_under_a_stock_uvicorn() -> None:
             assert (await c.next_message())["error"]["code"] == errors.PARSE_ERROR
             answers = await asyncio.gather(*(c.request("mcp.hello", rid=f"h{i}") for i in range(20)))
             assert {a["id"] for a in answers} == {f"h{i}" for i in range(20)}
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 20)
-        sock.close()
-        shutil.rmtree(state, ignore_errors=True)

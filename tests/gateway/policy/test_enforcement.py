@@ -47,11 +47,6 @@ def shared() -> Iterator[Env]:
         e.close()
 
 
-@pytest.fixture
-def gw(shared: Env) -> GatewayProcess:
-    return shared.gateways[0]
-
-
 async def _code(c: WsClient, method: str, params: Any) -> int | None:
     answer = await c.request(method, params)
     return answer["error"]["code"] if "error" in answer else None

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from llmbasedos.gateway.policy.gatekeeper import ClientIdentity
 from llmbasedos.gateway.policy.visibility import own_entries, reads_everything
-from tests.gateway.harness import Env, GatewayProcess, WsClient, wait_until
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Env]:
-    e = Env()
-    try:
-        e.start_backend("echo")
-        e.start_gateway()
-        yield e
-    finally:
-        e.close()
-
-
-@pytest.fixture
-def gw(shared: Env) -> GatewayProcess:
-    return shared.gateways[0]
+from tests.gateway.harness import GatewayProcess, WsClient, wait_until
 
 
 def _auth(token: str) -> dict[str, str]:
