@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.sync_harness import SyncEnv, make_env
 from tests.support.procs import ServerHandle
 from tests.support.procs import start_server as _start_server
 
@@ -27,3 +28,13 @@ def start_server() -> Iterator[Callable[..., ServerHandle]]:
     yield start
     for handle in reversed(handles):
         handle.stop()
+
+
+@pytest.fixture
+def senv() -> Iterator[SyncEnv]:
+    """A fresh sync test world (tests/servers/sync_harness.py): a virtual root, remotes served over WebDAV on
+    loopback and their rclone.conf; no sync server started."""
+    env = make_env()
+    yield env
+    env.close()
+

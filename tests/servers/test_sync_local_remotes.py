@@ -17,13 +17,6 @@ from tests.support.procs import ServerHandle
 from tests.support.procs import start_server as start_process
 
 
-@pytest.fixture
-def senv() -> Iterator[SyncEnv]:
-    env = make_env()
-    yield env
-    env.close()
-
-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[SyncEnv, ServerHandle]]:
     env = make_env()

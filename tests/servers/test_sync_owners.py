@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from llmbasedos.protocol import errors
 from tests.gateway.harness import Env, WsClient, wait_until
-from tests.servers.sync_harness import SLOW, SyncEnv, big_file, gone, make_env, wait_running
-
-
-@pytest.fixture
-def senv() -> Iterator[SyncEnv]:
-    env = make_env()
-    yield env
-    env.close()
-
+from tests.servers.sync_harness import SLOW, SyncEnv, big_file, gone, wait_running
 
 _BEFORE_OWNERS = """
 CREATE TABLE jobs (id TEXT PRIMARY KEY, mode TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,

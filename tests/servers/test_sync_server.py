@@ -30,13 +30,6 @@ from tests.support.procs import ServerHandle
 from tests.support.procs import start_server as start_process
 
 
-@pytest.fixture
-def senv() -> Iterator[SyncEnv]:
-    env = make_env()
-    yield env
-    env.close()
-
-
 @pytest.fixture(scope="module")
 def shared() -> Iterator[tuple[SyncEnv, ServerHandle]]:
     """One server for the tests that only read, or are refused before anything runs."""
