@@ -185,6 +185,11 @@ class MCPServer:
     async def on_stop(self) -> None:
         """Called after the last call has been answered."""
 
+    async def call_unlisted(self, method_name: str, params: Any, ctx: CallContext) -> Any:
+        """A call of a method the server's own caps do not list: for a server whose methods come and go at run
+        time (the upstream program publishes one service per registered MCP server). No such method by default."""
+        raise errors.MethodNotFound(f"Method not found: {method_name}")
+
     # -- dispatch ------------------------------------------------------------------------------------
 
     def _map_params(self, handler: _Handler, params: Any) -> dict[str, Any]:
@@ -218,7 +223,7 @@ class MCPServer:
     async def _invoke(self, req: Request, ctx: CallContext) -> Any:
         handler = self._handlers.get(req.method)
         if handler is None:
-            raise errors.MethodNotFound(f"Method not found: {req.method}")
+            return await self.call_unlisted(req.method, req.params, ctx)
         params = self._checked_params(handler, req.params)
         if handler.is_async:
             result = await handler.fn(params, ctx)

@@ -9,10 +9,15 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-__all__ = ["CapsError", "Capability", "ServiceCaps", "parse_caps", "METHOD_RE", "SERVICE_RE"]
+__all__ = ["CapsError", "Capability", "ServiceCaps", "parse_caps", "METHOD_RE", "SERVICE_RE", "MCP_KINDS"]
 
 SERVICE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-METHOD_RE = re.compile(r"^mcp\.([a-z][a-z0-9_-]{0,31})\.[A-Za-z][A-Za-z0-9_.]{0,63}$")
+# `-` in an action: upstream MCP tools are often named like `get-current-time`.
+METHOD_RE = re.compile(r"^mcp\.([a-z][a-z0-9_-]{0,31})\.[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# What an upstream MCP server's capability stands for on /mcp: one of its tools (the default), or one of the
+# MCP requests the gateway forwards to it for its prompts and resources (never listed as tools).
+MCP_KINDS = frozenset({"tool", "prompts/list", "prompts/get", "resources/list", "resources/templates/list",
+                       "resources/read"})
 _ANNOTATION_KEYS = {"readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint", "title", "streaming"}
 
 
@@ -28,6 +33,9 @@ class Capability:
     result_schema: dict[str, Any] | None
     positional: tuple[str, ...]
     annotations: dict[str, Any] = field(default_factory=dict)
+    # Upstream MCP servers only: the tool as the upstream listed it (passed to hosts as it is), and the kind.
+    mcp_tool: dict[str, Any] | None = None
+    mcp_kind: str = "tool"
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,9 @@ class ServiceCaps:
     version: str
     socket: str | None
     capabilities: tuple[Capability, ...]
+    # Upstream MCP servers only: {"server": name, "transport": "stdio" | "http"}. Its tools' results are
+    # MCP CallToolResults, passed to hosts unchanged.
+    upstream: dict[str, Any] | None = None
 
     def methods(self) -> list[str]:
         return [c.method for c in self.capabilities]
@@ -107,7 +118,16 @@ def parse_caps(data: Any, source: str = "caps.json", *, require_socket: bool = F
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise _fail(source, f"{method}.description", "must be a string")
+        mcp_tool = raw.get("mcp_tool")
+        if mcp_tool is not None and (not isinstance(mcp_tool, dict) or not isinstance(mcp_tool.get("name"), str)):
+            raise _fail(source, f"{method}.mcp_tool", "must be an MCP tool object with a name")
+        mcp_kind = raw.get("mcp_kind", "tool")
+        if mcp_kind not in MCP_KINDS:
+            raise _fail(source, f"{method}.mcp_kind", f"must be one of {sorted(MCP_KINDS)}")
         caps.append(Capability(method, description, params_schema, result_schema, tuple(positional),
-                               dict(annotations)))
+                               dict(annotations), mcp_tool, mcp_kind))
+    upstream = data.get("upstream")
+    if upstream is not None and (not isinstance(upstream, dict) or not isinstance(upstream.get("server"), str)):
+        raise _fail(source, "upstream", "must be an object naming the upstream server")
     return ServiceCaps(name, str(data.get("description", "")), str(data.get("version", "0")), socket,
-                       tuple(caps))
+                       tuple(caps), upstream)

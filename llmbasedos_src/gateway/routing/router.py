@@ -199,6 +199,10 @@ def capability_to_dict(cap: Capability) -> dict[str, Any]:
     }
     if cap.positional:
         out["positional"] = list(cap.positional)
+    if cap.mcp_tool is not None:
+        out["mcp_tool"] = cap.mcp_tool
+    if cap.mcp_kind != "tool":
+        out["mcp_kind"] = cap.mcp_kind
     return out
 
 
@@ -355,8 +359,11 @@ class Router:
         for name, service in sorted(self._services.items()):
             visible = [capability_to_dict(c) for c in service.caps.capabilities if self._visible(client, c.method)]
             if visible:
-                out.append({"service_name": name, "description": service.caps.description,
-                            "version": service.caps.version, "capabilities": visible})
+                entry: dict[str, Any] = {"service_name": name, "description": service.caps.description,
+                                         "version": service.caps.version, "capabilities": visible}
+                if service.caps.upstream is not None:
+                    entry["upstream"] = service.caps.upstream
+                out.append(entry)
         return out
 
     # -- calls ---------------------------------------------------------------------------------------
