@@ -210,6 +210,11 @@ PROGRAMS: tuple[Program, ...] = (
     _server("sync", "rclone jobs", 100),
     _server("mail", "IMAP mail and iCalendar", 100),
     _server("agent", "YAML workflows", 200),
+    # Stops before the gateway and after the others: it holds the sessions of third-party MCP servers, whose
+    # children it ends with itself. Longer stop wait: each server gets a moment to close its session.
+    Program(name="upstream", module="llmbasedos.servers.upstream",
+            description="third-party MCP servers from mcp_servers.yaml", priority=200,
+            ready=CapFileReady("upstream"), caps_package="llmbasedos.servers.upstream", stopwaitsecs=20),
     Program(
         name="gateway",
         module="llmbasedos.gateway",

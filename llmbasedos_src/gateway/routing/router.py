@@ -359,11 +359,11 @@ class Router:
         for name, service in sorted(self._services.items()):
             visible = [capability_to_dict(c) for c in service.caps.capabilities if self._visible(client, c.method)]
             if visible:
-                entry: dict[str, Any] = {"service_name": name, "description": service.caps.description,
-                                         "version": service.caps.version, "capabilities": visible}
+                listed: dict[str, Any] = {"service_name": name, "description": service.caps.description,
+                                          "version": service.caps.version, "capabilities": visible}
                 if service.caps.upstream is not None:
-                    entry["upstream"] = service.caps.upstream
-                out.append(entry)
+                    listed["upstream"] = service.caps.upstream
+                out.append(listed)
         return out
 
     # -- calls ---------------------------------------------------------------------------------------
