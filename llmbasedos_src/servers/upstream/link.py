@@ -35,6 +35,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
 from llmbasedos.servers.upstream.registry import RegistryError, ServerEntry
@@ -321,7 +322,31 @@ class Link:
             self._client, self.listing = client, listing
             self._ready.set()
             self._set("ready")
-            await self._serve(client)
+            listener = asyncio.ensure_future(self._listen(client))
+            try:
+                await self._serve(client)
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+
+    async def _listen(self, client: Client) -> None:
+        """On 2026-07-28 sessions, list changes come on a `subscriptions/listen` stream, not on their own."""
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return  # handshake-era servers send the notifications to _on_message
+        caps = client.server_capabilities
+        tools = bool(caps.tools and caps.tools.list_changed)
+        prompts = bool(caps.prompts and caps.prompts.list_changed)
+        resources = bool(caps.resources and caps.resources.list_changed)
+        if not (tools or prompts or resources):
+            return
+        try:
+            async with client.listen(tools_list_changed=tools, prompts_list_changed=prompts,
+                                     resources_list_changed=resources) as subscription:
+                async for _event in subscription:
+                    self._relist.set()
+        except Exception as exc:  # a server that cannot listen still serves; its list is read at each start
+            log.info("upstream %s: no change stream (%s)", self.name, type(exc).__name__)
 
     async def _serve(self, client: Client) -> None:
         """Until the session ends: pings, and a fresh listing whenever the server says its tools changed."""
@@ -368,13 +393,18 @@ class Link:
     # -- calls --------------------------------------------------------------------------------------------
 
     async def _session_now(self) -> Client:
-        try:
-            await asyncio.wait_for(self._ready.wait(), self.entry.timeouts["connect"])
-        except TimeoutError:
-            why = f": {self.last_error}" if self.last_error else ""
-            raise UpstreamError(f"upstream {self.name} is not ready ({self.state}){why}") from None
-        assert self._client is not None
-        return self._client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.entry.timeouts["connect"]
+        while True:
+            try:
+                await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                why = f": {self.last_error}" if self.last_error else ""
+                raise UpstreamError(f"upstream {self.name} is not ready ({self.state}){why}") from None
+            if not self._watch.closed.is_set() and self._client is not None:
+                return self._client
+            # The session just ended and the link has not noticed yet: the call waits for the next one.
+            await asyncio.sleep(0.02)
 
     async def request(self, request: Any, *, timeout: float, progress: ProgressSink | None = None) -> dict[str, Any]:
         """One request to the server, its answer as the server sent it."""
