@@ -34,7 +34,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -381,9 +381,10 @@ class Link:
             with anyio.fail_after(_PING_TIMEOUT):
                 await client.send_ping()
         except MCPError as exc:
-            if exc.error.code in (REQUEST_TIMEOUT, CONNECTION_CLOSED) or self._watch.closed.is_set():
+            # "Method not found" means the server is alive (2026-07-28 servers may no longer know `ping`); any
+            # other error (a timeout, a closed connection, an HTTP server that forgot our session) means not.
+            if exc.error.code != METHOD_NOT_FOUND or self._watch.closed.is_set():
                 raise
-            # Any other answer means the server is alive: 2026-07-28 servers may no longer know `ping`.
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification | types.PromptListChangedNotification
@@ -421,10 +422,13 @@ class Link:
                 request, _RAW, request_read_timeout_seconds=timeout,
                 progress_callback=on_progress if progress else None)  # type: ignore[arg-type]
             return _without_envelope(answer)
-        except MCPError:
+        except MCPError as exc:
             self.errors += 1
             if watch.closed.is_set():
                 raise UpstreamError(f"upstream {self.name} closed the connection during the call") from None
+            if exc.error.code in (CONNECTION_CLOSED, INVALID_REQUEST) and "session" in exc.error.message.lower():
+                watch.closed.set()  # an HTTP server that restarted forgot our session: the link starts a new one
+                raise UpstreamError(f"upstream {self.name} lost the session; a new one is being opened") from None
             raise
         except ValidationError as exc:
             self.errors += 1
@@ -432,6 +436,7 @@ class Link:
                                 f"({exc.error_count()} problem(s))") from None
         except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.errors += 1
+            watch.closed.set()
             raise UpstreamError(f"upstream {self.name} cannot be reached: {type(exc).__name__}") from None
 
     def describe(self) -> dict[str, Any]:

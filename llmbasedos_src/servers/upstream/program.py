@@ -39,8 +39,8 @@ from mcp.shared.exceptions import MCPError
 from llmbasedos.backend.server import CallContext, MCPServer, method
 from llmbasedos.files import atomic_write_text
 from llmbasedos.protocol import errors
-from llmbasedos.servers.upstream.link import Link, UpstreamError
 from llmbasedos.protocol.upstream_names import INTERNAL_ACTIONS
+from llmbasedos.servers.upstream.link import Link, UpstreamError
 from llmbasedos.servers.upstream.registry import RegistryError, ServerEntry, load_registry, registry_path
 from llmbasedos.servers.upstream.service_caps import Published, build_caps
 

@@ -18,8 +18,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from llmbasedos.servers.upstream.link import Listing
 from llmbasedos.protocol.upstream_names import INTERNAL_ACTIONS, action_for
+from llmbasedos.servers.upstream.link import Listing
 from llmbasedos.servers.upstream.registry import ServerEntry
 
 __all__ = ["Published", "build_caps"]
