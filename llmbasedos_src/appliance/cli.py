@@ -6,8 +6,8 @@
     llmbasedos validate [--state-dir DIR]
 
 These forms are a contract that scripts and tests rely on (DESIGN.md §7). Other packages add their own
-subcommands (`token`, `audit`, ...) through a `register(subparsers)` function, looked up in `_EXTENSIONS`; each
-subcommand sets `func`, a callable taking the parsed arguments and returning the exit code.
+subcommands (`token`, `audit`, `mcp`, ...) through a `register(subparsers)` function, looked up in
+`_EXTENSIONS`; each subcommand sets `func`, a callable taking the parsed arguments and returning the exit code.
 
 Everything `up` starts lives under one state directory:
     <state>/supervisord.conf   rendered from llmbasedos.appliance.programs (see llmbasedos.appliance.supervisor_config)
@@ -44,7 +44,7 @@ __all__ = ["main", "build_parser"]
 
 # Modules that add subcommands with `register(subparsers)`; each is optional until its code exists.
 _EXTENSIONS: tuple[str, ...] = ("llmbasedos.appliance.admin_cli", "llmbasedos.clients.mcp_stdio",
-                                 "llmbasedos.appliance.models_cli")
+                                 "llmbasedos.appliance.models_cli", "llmbasedos.appliance.mcp_cli")
 
 DEFAULT_PORT = 8000
 DEFAULT_TIMEOUT = 120.0
