@@ -66,7 +66,7 @@ def everything_written(state: Path) -> str:
 
 def test_add_list_remove(state: Path) -> None:
     out = run(state, "add", "github", "--env", f"GITHUB_TOKEN={SECRET}", "--env", "HOME_DIR=${env:HOME}", "--",
-              "docker", "run", "-i", "--rm", "ghcr.io/github/github-mcp-server")
+              "docker", "run", "-i", "--rm", "github-mcp-server")
     assert "Registered github" in out.stdout and "GITHUB_TOKEN in secrets/github.GITHUB_TOKEN" in out.stdout
     assert SECRET not in out.stdout + out.stderr
     run(state, "add", "web", "--url", "https://example.org/mcp", "--header", f"Authorization: Bearer {HEADER_SECRET}")
@@ -138,7 +138,7 @@ def test_a_refused_entry_is_listed_with_its_reason(state: Path) -> None:
 CLAUDE = {"mcpServers": {
     "memory": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"],
                "env": {"MEMORY_FILE_PATH": "/home/ann/memory.jsonl"}},
-    "GitHub": {"command": "docker", "args": ["run", "-i", "ghcr.io/github/github-mcp-server"],
+    "GitHub": {"command": "docker", "args": ["run", "-i", "github-mcp-server"],
                "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": SECRET}},
     "old": {"url": "http://127.0.0.1:3001/sse"},
 }}

@@ -29,7 +29,7 @@ CLAUDE = """{
     },
     "GitHub Server": {
       "command": "docker",
-      "args": ["run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "ghcr.io/github/github-mcp-server"],
+      "args": ["run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "github-mcp-server"],
       "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_claudeSecret123"}
     },
     "fs": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "${userHome}/Desktop"]},

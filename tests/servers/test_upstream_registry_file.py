@@ -32,7 +32,7 @@ def mode(path: Path) -> int:
 
 def test_add_files_every_value_and_keeps_references(tmp_path: Path) -> None:
     config = tmp_path / "config"
-    entry = add_server(config, NewServer("github", command="docker", args=("run", "-i", "ghcr.io/github/mcp"),
+    entry = add_server(config, NewServer("github", command="docker", args=("run", "-i", "github-mcp-server"),
                                          env={"GITHUB_TOKEN": SECRET, "HOME_DIR": Secret(env="HOME")}))
     registry_file = config / "mcp_servers.yaml"
     text = registry_file.read_text()
