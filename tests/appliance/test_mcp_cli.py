@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -232,6 +233,12 @@ def test_mcp_test_against_a_real_server(state: Path) -> None:
     assert "mcp test broken:" in failed.stderr and "Traceback" not in failed.stderr
     assert "exiting at once" in failed.stderr  # what the server said on stderr
     assert "no server 'nope'" in run(state, "test", "nope", code=2).stderr
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run(state, "add", "web", "--url", f"http://127.0.0.1:{port}/mcp", "--header", f"Authorization: Bearer {SECRET}")
+    failed = run(state, "test", "web", code=1)
+    assert "mcp test web: " in failed.stderr and SECRET not in failed.stderr and "Traceback" not in failed.stderr
 
 
 def test_list_shows_the_running_program(state: Path) -> None:

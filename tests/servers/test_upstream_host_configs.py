@@ -173,6 +173,9 @@ def test_env_file_and_the_entry_a_host_needs() -> None:
     # The entry it prints is one the import skips, so a second import of the host's file is harmless.
     again = parse_host_config(json.dumps(claude))
     assert not again.servers and [s.host_name for s in again.skipped] == ["llmbasedos"]
+    by_module = parse_host_config('{"mcpServers": {"lbd": {"command": "python3", "args": '
+                                  '["-m", "llmbasedos.appliance.cli", "mcp-stdio"]}}}')
+    assert [s.host_name for s in by_module.skipped] == ["lbd"]
 
 
 @pytest.mark.parametrize(("text", "file_name", "secret"), [

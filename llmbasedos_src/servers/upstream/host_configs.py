@@ -400,5 +400,5 @@ def _is_ourselves(server: HostServer, own: set[tuple[str, str, int | None, str]]
     if server.command is not None:
         words = [server.command, *server.args]
         names = {PurePath(w.replace("\\", "/")).name.lower().removesuffix(".exe") for w in words}
-        return "mcp-stdio" in server.args and ("llmbasedos" in names or "llmbasedos.clients.mcp_stdio" in words)
+        return "mcp-stdio" in server.args and ("llmbasedos" in names or any(w.startswith("llmbasedos.") for w in words))
     return server.url is not None and _url_key(server.url) in own
