@@ -119,6 +119,7 @@ class Policy:
         self._reload_lock = threading.Lock()
         self._rights: dict[ClientIdentity, Rights] = {}
         self._allowed: dict[tuple[ClientIdentity, str], bool] = {}
+        self._upstream_services: frozenset[str] = frozenset()
         self.clients = LiveClients(tokens)  # its generation moves when any client's rights may have changed
         self._licence_seen: tuple[Any, ...] = ()
         self._licence: LicenceStatus = self._evaluate_licence(self._licence_inputs())
@@ -301,11 +302,20 @@ class Policy:
 
     # -- per call
 
+    def set_upstream_services(self, names: set[str]) -> None:
+        """The services that are upstream MCP servers (the router says so as they come and go): their methods
+        also answer to `mcp.upstream.<service>.*` patterns (tiers.names_of)."""
+        if names != self._upstream_services:
+            self._upstream_services = frozenset(names)
+            self._allowed = {}
+
     def is_allowed(self, client: ClientIdentity, method: str) -> bool:
         key = (client, method)
         allowed = self._allowed.get(key)
         if allowed is None:
-            allowed = self._rights_of(client).allows(method)
+            parts = method.split(".", 2)
+            upstream = len(parts) == 3 and parts[1] in self._upstream_services
+            allowed = self._rights_of(client).allows(method, upstream)
             if len(self._allowed) > 50000:  # method names come from clients: bound the cache
                 self._allowed.clear()
             self._allowed[key] = allowed

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmbasedos.gateway.policy.tiers import Tier, match_any
+from llmbasedos.gateway.policy.tiers import Tier, match_names, names_of
 
 __all__ = ["Rights", "combine"]
 
@@ -28,10 +28,12 @@ class Rights:
     max_tokens_per_request: int | None
     max_tokens_per_day: int | None
 
-    def allows(self, method: str) -> bool:
+    def allows(self, method: str, upstream: bool = False) -> bool:
+        """`upstream`: the method is one of an upstream MCP server's (see tiers.names_of)."""
         if not self.llm_access and method.startswith(_LLM_PREFIX):
             return False
-        return match_any(self.allow, method) and all(t.allows(method) for t in self.tiers)
+        return (match_names(self.allow, names_of(method, upstream))
+                and all(t.allows(method, upstream) for t in self.tiers))
 
     def allows_model(self, alias: str) -> bool:
         return all(t.allows_model(alias) for t in self.tiers)

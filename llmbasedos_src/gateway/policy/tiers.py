@@ -54,6 +54,7 @@ DEFAULT_TIERS: dict[str, dict[str, Any]] = {
             "mcp.mail.*",
             "mcp.agent.*",
             "mcp.llm.*",
+            "mcp.upstream.*",
         ],
         "denied_capabilities": ["mcp.mail.send"],
         "llm_access": True,
@@ -139,6 +140,19 @@ def match_any(patterns: Iterable[str], name: str) -> bool:
     return any(_matches(p, name) for p in patterns)
 
 
+def names_of(method: str, upstream: bool = False) -> tuple[str, ...]:
+    """The names a pattern may match a method by. A method of an upstream MCP server (`mcp.memory.read_graph`)
+    is also `mcp.upstream.memory.read_graph`, so that `mcp.upstream.*` in a tier or an allowlist means every
+    upstream server a person registers, whatever its name."""
+    if upstream and method.startswith("mcp."):
+        return (method, "mcp.upstream." + method[4:])
+    return (method,)
+
+
+def match_names(patterns: Iterable[str], names: tuple[str, ...]) -> bool:
+    return any(match_any(patterns, n) for n in names)
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
@@ -152,8 +166,9 @@ class Tier:
     max_tokens_per_request: int | None
     max_tokens_per_day: int | None
 
-    def allows(self, method: str) -> bool:
-        return match_any(self.allowed_capabilities, method) and not match_any(self.denied_capabilities, method)
+    def allows(self, method: str, upstream: bool = False) -> bool:
+        names = names_of(method, upstream)
+        return match_names(self.allowed_capabilities, names) and not match_names(self.denied_capabilities, names)
 
     def allows_model(self, alias: str) -> bool:
         return self.llm_access and match_any(self.allowed_llm_models, alias)

@@ -317,6 +317,7 @@ class Router:
         self._listeners.append(listener)
 
     def _changed(self) -> None:
+        self.policy.set_upstream_services({n for n, s in self._services.items() if s.caps.upstream is not None})
         for listener in self._listeners:
             try:
                 listener()

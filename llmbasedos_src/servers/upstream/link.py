@@ -34,7 +34,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter, ValidationError
 
@@ -177,6 +177,9 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _closed_message(exc: MCPError, watch: _Watch, when: str) -> str:
+    if exc.error.code == REQUEST_TIMEOUT:
+        # Checked first: the transport is closed by the time a timed-out start-up is reported.
+        return f"no answer {when}: {exc.error.message}"
     if watch.closed.is_set():
         return f"the server closed the connection {when}" + (
             f" after {watch.garbage} line(s) that were not JSON-RPC" if watch.garbage else "")
@@ -218,8 +221,18 @@ async def probe(entry: ServerEntry, *, log_dir: Path | None = None) -> Listing:
                 return await _list(client, entry.timeouts["list"])
     except TimeoutError:
         raise UpstreamError(f"no answer to tools/list within {entry.timeouts['list']:g} s") from None
-    except MCPError as exc:
-        raise UpstreamError(_closed_message(exc, watch, "while listing")) from None
+    except Exception as exc:  # anyio's task groups wrap what went wrong: say it in one line
+        raise _as_upstream_error(_leaf(exc), watch) from None
+
+
+def _as_upstream_error(cause: BaseException, watch: _Watch) -> UpstreamError:
+    if isinstance(cause, UpstreamError):
+        return cause
+    if isinstance(cause, MCPError):
+        return UpstreamError(_closed_message(cause, watch, "during start-up"))
+    if isinstance(cause, httpx2.ConnectError | OSError):
+        return UpstreamError(f"cannot reach the server ({type(cause).__name__})")
+    return UpstreamError(f"{type(cause).__name__}: {cause}"[:300])
 
 
 # -- the long-lived link ------------------------------------------------------------------------------------
@@ -277,10 +290,10 @@ class Link:
             except Exception as exc:  # the SDK's and anyio's own faults too: they end this server's session only
                 failures += 1
                 cause = _leaf(exc)
-                if not isinstance(cause, UpstreamError):
+                if not isinstance(cause, UpstreamError | MCPError | OSError | httpx2.HTTPError):
                     log.error("upstream %s: session failed", self.name, exc_info=cause)
-                why = str(cause) if isinstance(cause, UpstreamError) else f"{type(cause).__name__}: {cause}"[:300]
-                self._set("failed" if self.listing is None else "restarting", why)
+                self._set("failed" if self.listing is None else "restarting",
+                          str(_as_upstream_error(cause, self._watch)))
             self._client = None
             self._ready.clear()
             if self._stop.is_set():

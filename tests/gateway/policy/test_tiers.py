@@ -100,3 +100,17 @@ def test_patterns() -> None:
     assert not match_any(["mcp.hello"], "mcp.hello2") and not match_any([], "mcp.hello")
     assert valid_pattern("mcp.fs.*") and valid_pattern("*") and valid_pattern("mcp.listCapabilities")
     assert not valid_pattern("mcp.*.read") and not valid_pattern("") and not valid_pattern("mcp fs")
+
+
+def test_upstream_servers_answer_to_mcp_upstream_patterns(tmp: Path) -> None:
+    table = load_tiers(write(tmp, "TEAM:\n  allowed_capabilities: [mcp.upstream.*]\n"
+                                  "  denied_capabilities: [mcp.upstream.github.delete_repo]\n"))
+    free, team = table.get("FREE"), table.get("TEAM")
+    # A person's own MCP servers are part of the FREE appliance, whatever their names.
+    assert free.allows("mcp.memory.read_graph", upstream=True)
+    assert team.allows("mcp.github.list_issues", upstream=True)
+    assert not team.allows("mcp.github.delete_repo", upstream=True)
+    # The other name exists only for upstream methods: no native method is reached through it.
+    assert not team.allows("mcp.fs.read", upstream=False)
+    assert not free.allows("mcp.memory.read_graph", upstream=False)
+    assert team.allows("mcp.upstream.servers")  # the upstream program's own method, by its own name
