@@ -24,10 +24,11 @@ RUN /opt/venv/bin/pip install ".[search,local-llm]" \
 
 # ---- runtime ------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
-# rclone comes from Debian's package (signed archive), never from an unchecked download.
+# rclone comes from Debian's package (signed archive), never from an unchecked download. Node and npm are there
+# for the upstream MCP servers people register (most are npm packages run with node or npx).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends rclone ca-certificates \
+ && apt-get install -y --no-install-recommends rclone ca-certificates nodejs npm \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 llmbasedos \
  && useradd --system --uid 10001 --gid llmbasedos --home-dir /var/lib/llmbasedos --shell /usr/sbin/nologin llmbasedos \
