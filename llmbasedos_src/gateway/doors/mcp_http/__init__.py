@@ -1,7 +1,9 @@
 """The standard MCP front door `/mcp` (Streamable HTTP, 2026-07-28 and 2025-11-25).
 
-    tools.py      capabilities as MCP tools (names, schemas, results) — pure
+    tool_names.py one tool name per method over all services; upstream collisions refused — pure
+    tools.py      capabilities as MCP tools (descriptors, schemas, results) — pure
     resources.py  files under the virtual root as MCP resources
+    upstream_features.py  upstream MCP servers' prompts and resources
     service.py    MCP methods over the router, whatever the era
     sessions.py   2025-11-25 sessions and their GET streams
     transport.py  McpDoor: era routing, the two eras' requests, JSON and SSE answers

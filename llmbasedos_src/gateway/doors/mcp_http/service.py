@@ -1,7 +1,9 @@
 """Standard MCP methods over the gateway's router, whatever the era or transport.
 
-This layer maps MCP (tools, resources, discovery) onto `Router.call` and `Router.capabilities_for`; the
-HTTP transport (transport.py) owns headers, sessions and streams. Tool failures are results with
+This layer maps MCP (tools, prompts, resources, discovery) onto `Router.call` and `Router.capabilities_for`;
+the HTTP transport (transport.py) owns headers, sessions and streams. Tool names are assigned once over all
+routed services each time the routes change (tool_names.py), so a method has one name for every client; the
+prompts and resources of upstream MCP servers come from upstream_features.py. Tool failures are results with
 `isError: true`; anything else that goes wrong is raised as an `RPCError` for the transport to answer as a
 JSON-RPC error.
 """
@@ -17,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from llmbasedos.gateway.doors.mcp_http import resources
-from llmbasedos.gateway.doors.mcp_http.tools import ToolCatalog, call_result, error_result
+from llmbasedos.gateway.doors.mcp_http.tool_names import ToolNames, assign_tool_names, log_new_refusals, routed_services
+from llmbasedos.gateway.doors.mcp_http.tools import (
+    ToolCatalog,
+    call_result,
+    decode_cursor,
+    error_result,
+    page,
+    passthrough_result,
+)
+from llmbasedos.gateway.doors.mcp_http.upstream_features import UpstreamFeatures
 from llmbasedos.gateway.policy.gatekeeper import ClientIdentity
 from llmbasedos.protocol import errors
 
@@ -61,6 +72,9 @@ class McpService:
         self.generation = 0
         self._catalogs: dict[ClientIdentity, tuple[int, float, ToolCatalog]] = {}
         self._listeners: list[Callable[[], None]] = []
+        self.names: ToolNames = assign_tool_names(routed_services(self.router))
+        log_new_refusals(None, self.names)
+        self.upstream = UpstreamFeatures()
         self.router.on_change(self._routes_changed)
         self._methods: dict[str, Callable[[McpCall, dict[str, Any]], Any]] = {
             "tools/list": self._tools_list,
@@ -69,6 +83,7 @@ class McpService:
             "resources/read": self._resources_read,
             "resources/templates/list": self._templates_list,
             "prompts/list": self._prompts_list,
+            "prompts/get": self._prompts_get,
         }
 
     # -- change tracking -------------------------------------------------------------------------------
@@ -78,6 +93,9 @@ class McpService:
 
     def _routes_changed(self) -> None:
         self.generation += 1
+        names = assign_tool_names(routed_services(self.router))
+        log_new_refusals(self.names, names)
+        self.names = names
         self._catalogs.clear()
         for listener in self._listeners:
             listener()
@@ -87,7 +105,7 @@ class McpService:
         cached = self._catalogs.get(client)
         if cached is not None and cached[0] == self.generation and now - cached[1] < _CATALOG_TTL:
             return cached[2]
-        catalog = ToolCatalog(self.router.capabilities_for(client))
+        catalog = ToolCatalog(self.router.capabilities_for(client), self.names)
         if len(self._catalogs) > 10_000:
             self._catalogs.clear()
         self._catalogs[client] = (self.generation, now, catalog)
@@ -127,7 +145,8 @@ class McpService:
             if ttl is not None:
                 result["ttlMs"] = ttl
                 result["cacheScope"] = "private"  # what a client sees depends on its token
-            result["_meta"] = {SERVER_INFO_KEY: self.server_info()}
+            meta = result.get("_meta")  # an upstream's result may carry its own
+            result["_meta"] = {**(meta if isinstance(meta, dict) else {}), SERVER_INFO_KEY: self.server_info()}
             return result
         if method == "ping":
             return {}
@@ -163,7 +182,7 @@ class McpService:
             raise
         except errors.RPCError as exc:
             return error_result(exc)
-        return call_result(tool, value)
+        return passthrough_result(value) if tool.upstream else call_result(tool, value)
 
     def _progress_listener(self, call: McpCall) -> Callable[[str, dict[str, Any]], None] | None:
         token, sink = call.progress_token, call.notify
@@ -195,23 +214,58 @@ class McpService:
 
         return listener
 
-    def _fs_caller(self, call: McpCall) -> resources.Call:
-        async def fs(method: str, params: dict[str, Any]) -> Any:
+    def _caller(self, call: McpCall) -> resources.Call:
+        async def routed(method: str, params: dict[str, Any]) -> Any:
             return await self.router.call(call.client, method, params, request_id=call.request_id,
                                           disconnected=call.disconnected)
-        return fs
+        return routed
 
     async def _resources_list(self, call: McpCall, params: dict[str, Any]) -> dict[str, Any]:
+        """Upstream resources come on the first page, all of them (at most upstream_features.MAX_RESOURCES),
+        followed by the fs server's first page; the next cursors are the fs server's, so later pages are files
+        only and never ask the upstreams again."""
         cursor = params.get("cursor")
-        if self.router.service_of(resources.LIST_METHOD) is None:
-            return {"resources": []}  # the fs server is away: no files, not an error
-        return await resources.list_resources(self._fs_caller(call), cursor)
+        routed = self._caller(call)
+        listing = None
+        if cursor is None:  # asked at once, while the fs server walks its tree
+            views = self.router.capabilities_for(call.client)
+            listing = asyncio.ensure_future(self.upstream.list_resources(views, routed))
+        try:
+            if self.router.service_of(resources.LIST_METHOD) is None:
+                files: dict[str, Any] = {"resources": []}  # the fs server is away: no files, not an error
+            else:
+                files = await resources.list_resources(routed, cursor)
+            upstream = await listing if listing is not None else []
+        finally:
+            if listing is not None:
+                listing.cancel()
+        result: dict[str, Any] = {"resources": [*upstream, *files["resources"]]}
+        if "nextCursor" in files:
+            result["nextCursor"] = files["nextCursor"]
+        return result
 
     async def _resources_read(self, call: McpCall, params: dict[str, Any]) -> dict[str, Any]:
-        return await resources.read_resource(self._fs_caller(call), params.get("uri"))
+        uri = params.get("uri")
+        if isinstance(uri, str) and uri and not uri.startswith(resources.URI_PREFIX):
+            return await self.upstream.read_resource(self.router.capabilities_for(call.client), self._caller(call),
+                                                     uri)
+        return await resources.read_resource(self._caller(call), uri)
 
     async def _templates_list(self, call: McpCall, params: dict[str, Any]) -> dict[str, Any]:
-        return resources.templates()
+        upstream = await self.upstream.list_templates(self.router.capabilities_for(call.client), self._caller(call))
+        return {"resourceTemplates": [*resources.templates()["resourceTemplates"], *upstream]}
 
     async def _prompts_list(self, call: McpCall, params: dict[str, Any]) -> dict[str, Any]:
-        return {"prompts": []}
+        cursor = params.get("cursor")
+        decode_cursor(cursor, 1 << 30)  # a bad cursor is refused before any upstream is asked
+        prompts = await self.upstream.list_prompts(self.router.capabilities_for(call.client), self._caller(call))
+        prompts.sort(key=lambda p: p["name"])
+        listed, nxt = page(prompts, cursor)
+        result: dict[str, Any] = {"prompts": listed}
+        if nxt is not None:
+            result["nextCursor"] = nxt
+        return result
+
+    async def _prompts_get(self, call: McpCall, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.upstream.get_prompt(self.router.capabilities_for(call.client), self._caller(call),
+                                              params.get("name"), params.get("arguments"))

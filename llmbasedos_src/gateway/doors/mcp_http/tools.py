@@ -1,50 +1,36 @@
-"""Capabilities as standard MCP tools: names, schemas, annotations, pages, and call results. Pure, no I/O.
+"""Capabilities as standard MCP tools: descriptors, schemas, annotations, pages, and call results. Pure, no I/O.
 
-A capability `mcp.<service>.<action>` becomes the tool `<service>_<action>`; dots inside the action become
-`_`, anything outside `[a-zA-Z0-9_-]` becomes `_`, and a name longer than 64 characters is cut and given a
-short hash of the method so it stays unique. When two methods would still share a name, the one that sorts
-later by method gets a `_2`, `_3`, ... suffix: the same capability set always yields the same names.
-
-MCP requires `outputSchema` to be an object schema. A capability whose result schema is an object keeps it and
-its result is the tool's `structuredContent`; any other result schema is wrapped as
+Names come from tool_names.py (one assignment over all services). A native capability's descriptor is built
+from its caps entry. MCP requires `outputSchema` to be an object schema: a capability whose result schema is an
+object keeps it and its result is the tool's `structuredContent`; any other result schema is wrapped as
 `{"type": "object", "properties": {"result": <schema>}, "required": ["result"]}` and the result travels as
 `{"result": <value>}`. Without a result schema there is no `outputSchema` and only text content.
+
+An upstream MCP server's tool (its service carries `upstream`) is shown as the upstream listed it (`mcp_tool`:
+title, annotations, schemas, icons, `_meta`, ...), with only `name` replaced by ours and `llmbasedos/method`
+added to its `_meta`; its result is the upstream's CallToolResult, passed through as it came.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import orjson
 
+from llmbasedos.gateway.doors.mcp_http.tool_names import NAME_RE, ToolNames, assign_tool_names, tool_name
 from llmbasedos.protocol import errors
 
-__all__ = ["Tool", "ToolCatalog", "tool_name", "call_result", "error_result", "PAGE_SIZE", "decode_cursor",
-           "encode_cursor"]
+__all__ = ["Tool", "ToolCatalog", "tool_name", "call_result", "error_result", "passthrough_result", "page",
+           "PAGE_SIZE", "decode_cursor", "encode_cursor", "METHOD_META"]
 
 PAGE_SIZE = 100
-_NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+METHOD_META = "llmbasedos/method"
 _ANNOTATION_KEYS = ("title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
-
-
-def tool_name(method: str) -> str:
-    """The tool name for a method, before collisions are resolved."""
-    parts = method.split(".")
-    if len(parts) >= 3 and parts[0] == "mcp":
-        base = parts[1] + "_" + "_".join(parts[2:])
-    else:
-        base = "_".join(p for p in parts if p) or "tool"
-    base = _NAME_BAD_CHARS.sub("_", base)
-    if len(base) > 64:
-        digest = hashlib.sha256(method.encode()).hexdigest()[:8]
-        base = base[:55] + "_" + digest
-    return base
+_NOT_A_RESULT = "The upstream MCP server answered something that is not a tool result"
+T = TypeVar("T")
 
 
 def _input_schema(params_schema: Any) -> dict[str, Any]:
@@ -64,6 +50,7 @@ class Tool:
     wrapped: bool  # the result travels as {"result": value}
     has_output: bool
     descriptor: dict[str, Any]
+    upstream: bool = False  # an upstream MCP server's tool: its result passes through as it came
 
 
 def _tool(name: str, cap: dict[str, Any]) -> Tool:
@@ -85,39 +72,57 @@ def _tool(name: str, cap: dict[str, Any]) -> Tool:
         descriptor["annotations"] = ann
         if "title" in ann:
             descriptor["title"] = ann["title"]
-    descriptor["_meta"] = {"llmbasedos/method": cap["method"]}
+    descriptor["_meta"] = {METHOD_META: cap["method"]}
     return Tool(name, cap["method"], wrapped, has_output, descriptor)
 
 
+def _upstream_tool(name: str, cap: dict[str, Any]) -> Tool:
+    listed = cap.get("mcp_tool")
+    if not isinstance(listed, dict):  # an upstream service always sends it; without it, our own shape
+        return replace(_tool(name, cap), upstream=True)
+    descriptor = dict(listed)
+    descriptor["name"] = name
+    schema = descriptor.get("inputSchema")
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        # A host's SDK drops the whole tools/list over one tool without an object inputSchema.
+        descriptor["inputSchema"] = _input_schema(cap.get("params_schema"))
+    meta = listed.get("_meta")
+    descriptor["_meta"] = {**(meta if isinstance(meta, dict) else {}), METHOD_META: cap["method"]}
+    return Tool(name, cap["method"], False, "outputSchema" in descriptor, descriptor, True)
+
+
 class ToolCatalog:
-    """The tools one client may see, built from `Router.capabilities_for(client)`."""
+    """The tools one client may see: its `Router.capabilities_for(client)`, named by the global assignment
+    (`names`; computed over these services alone when not given, as for a single view in the tests)."""
 
     __slots__ = ("by_name", "tools")
 
-    def __init__(self, services: list[dict[str, Any]]) -> None:
-        caps = sorted((c for s in services for c in s.get("capabilities", [])), key=lambda c: c["method"])
-        taken: set[str] = set()
+    def __init__(self, services: list[dict[str, Any]], names: ToolNames | None = None) -> None:
+        if names is None:
+            names = assign_tool_names(services)
         tools: list[Tool] = []
-        for cap in caps:
-            base = tool_name(cap["method"])
-            name, n = base, 1
-            while name in taken:
-                n += 1
-                suffix = f"_{n}"
-                name = base[:64 - len(suffix)] + suffix
-            assert _NAME_OK.match(name), name
-            taken.add(name)
-            tools.append(_tool(name, cap))
+        for service in services:
+            upstream = isinstance(service.get("upstream"), dict)
+            for cap in service.get("capabilities", []):
+                name = names.names.get(cap["method"])
+                if name is None or (cap.get("mcp_kind") or "tool") != "tool":
+                    continue  # refused, not a tool, or routed since the names were assigned
+                assert NAME_RE.match(name), name
+                tools.append(_upstream_tool(name, cap) if upstream else _tool(name, cap))
         tools.sort(key=lambda t: t.name)
         self.tools = tools
         self.by_name = {t.name: t for t in tools}
 
     def page(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of tool descriptors and the cursor of the next page (None at the end)."""
-        start = decode_cursor(cursor, len(self.tools))
-        end = start + PAGE_SIZE
-        nxt = encode_cursor(end) if end < len(self.tools) else None
-        return [t.descriptor for t in self.tools[start:end]], nxt
+        return page([t.descriptor for t in self.tools], cursor)
+
+
+def page(items: list[T], cursor: Any) -> tuple[list[T], str | None]:
+    """One page of `items` from `cursor` (None: the first) and the cursor of the next page (None at the end)."""
+    start = decode_cursor(cursor, len(items))
+    end = start + PAGE_SIZE
+    return items[start:end], (encode_cursor(end) if end < len(items) else None)
 
 
 def encode_cursor(offset: int) -> str:
@@ -154,6 +159,14 @@ def call_result(tool: Tool, value: Any) -> dict[str, Any]:
     if tool.has_output:
         out["structuredContent"] = {"result": value} if tool.wrapped else value
     return out
+
+
+def passthrough_result(value: Any) -> dict[str, Any]:
+    """An upstream tool's answer as the tools/call result: its CallToolResult exactly as it came, or an error
+    result when it is not one (a dict with a `content` list)."""
+    if isinstance(value, dict) and isinstance(value.get("content"), list):
+        return value
+    return {"content": [{"type": "text", "text": _NOT_A_RESULT}], "isError": True}
 
 
 def error_result(exc: errors.RPCError) -> dict[str, Any]:
