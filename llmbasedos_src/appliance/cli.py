@@ -39,6 +39,7 @@ from llmbasedos.appliance.state_dir import STATE_FILE, layout_for, locked, make_
 from llmbasedos.appliance.supervisor_client import Supervisor, SupervisorDown
 from llmbasedos.appliance.supervisor_config import ConfigError, Layout, render
 from llmbasedos.faults import clear_fault, read_faults
+from llmbasedos.upstream_state import read_upstream_state
 
 __all__ = ["main", "build_parser"]
 
@@ -159,6 +160,8 @@ def status_of(state_dir: Path) -> dict[str, Any]:
         "programs": {},
         # Why a program stopped for good (faults.py); kept after `up` gave up and stopped everything.
         "faults": {name: report["message"] for name, report in read_faults(layout.run_dir).items()},
+        # The upstream MCP servers as the upstream program last wrote them (name collisions: the gateway's /status).
+        "upstreams": read_upstream_state(layout.run_dir),
     }
     try:
         infos = sup.processes()
@@ -182,6 +185,34 @@ def status_of(state_dir: Path) -> dict[str, Any]:
     if result["services"].get("gateway") == "RUNNING":
         result["gateway_url"] = gateway_url(layout)
     return result
+
+
+def _print_upstreams(console: Any, upstreams: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if upstreams["error"]:
+        console.print(f"[red]upstream MCP servers:[/] {escape(upstreams['error'])}", highlight=False)
+    if upstreams.get("present") and upstreams.get("running") is False:
+        console.print("[red]upstream MCP servers:[/] the upstream program is not running (its state file is stale)")
+    if upstreams.get("registry_error"):
+        console.print(f"[red]mcp_servers.yaml:[/] {escape(upstreams['registry_error'])}", highlight=False)
+    servers = upstreams["servers"]
+    if not servers:
+        return
+    table = Table(title="upstream MCP servers")
+    for column in ("server", "state", "transport", "tools", "calls", "errors", "restarts", "last error"):
+        table.add_column(column)
+    for name, row in servers.items():
+        colour = "green" if row["state"] == "ready" else "yellow" if row["state"] in ("starting", "restarting",
+                                                                                      "disabled") else "red"
+        table.add_row(escape(name), f"[{colour}]{escape(row['state'])}[/]", escape(str(row.get("transport", "-"))),
+                      *(str(row.get(k, "-")) for k in ("tools", "calls", "errors", "restarts")),
+                      escape(str(row.get("last_error") or "-")))
+    console.print(table)
+    for name, row in servers.items():
+        for tool, why in row.get("refused_tools", {}).items():
+            console.print(f"  {escape(name)}: {escape(tool)} left out: {escape(why)}", highlight=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -208,6 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(name, f"[{colour}]{info['state']}[/]", "yes" if info["ready"] else "no",
                       str(info["pid"] or "-"), str(info["description"]))
     console.print(table)
+    _print_upstreams(console, data["upstreams"])
     if "gateway_url" in data:
         console.print(f"gateway   {data['gateway_url']}")
     console.print(f"state     {data['state_dir']}")

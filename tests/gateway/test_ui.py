@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -159,3 +160,23 @@ async def test_chromium_renders_services_methods_and_decisions(gateway_with_fs: 
     assert "mcp.fs.list" not in refused.stdout.decode()
 
     assert gw.token not in gw.output()  # never in any log line
+
+
+@needs_chromium
+async def test_chromium_renders_the_upstream_servers(env: Env) -> None:
+    gw = env.start_gateway()
+    state = {"pid": os.getpid(), "updated": 1.0, "registry": "mcp_servers.yaml", "registry_error": None,
+             "servers": {"memory": {"state": "ready", "transport": "stdio", "tools": 9, "calls": 12, "errors": 2,
+                                    "restarts": 1, "last_error": "the child exited (status 1)", "tool_names": {},
+                                    "refused_tools": {"delete_all": "denied by the tools policy in the registry"}},
+                         "github": {"state": "failed", "transport": "http", "tools": 0, "calls": 0, "errors": 0,
+                                    "restarts": 3, "last_error": "initialize timed out after 30 s"}}}
+    (env.run_dir / "upstream.state.json").write_text(json.dumps(state), encoding="utf-8")
+    dom = _chromium("--dump-dom", f"{gw.url}/ui?token={gw.token}")
+    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
+    html = dom.stdout.decode()
+    table = html[html.index('id="upstreams"'):html.index('id="clients"')]
+    assert "<td>memory</td>" in table and "state-ready" in table and ">ready<" in table
+    assert "<td>9</td><td>12</td><td>2</td><td>1</td>" in table and "the child exited (status 1)" in table
+    assert "<td>github</td>" in table and "state-failed" in table and "initialize timed out after 30 s" in table
+    assert "memory: delete_all left out: denied by the tools policy in the registry" in table

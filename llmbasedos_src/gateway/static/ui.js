@@ -68,6 +68,7 @@
     const refusedNode = document.getElementById("refused");
     refusedNode.hidden = refused.length === 0;
     refusedNode.textContent = refused.map(([file, why]) => "refused " + file + ": " + why).join("; ");
+    renderUpstreams(status.upstreams || {});
     fill("clients", (status.clients || []).map((c) => [
       c.name, c.transport, c.tier, c.in_flight, time(c.connected_at),
     ]), 5);
@@ -78,6 +79,30 @@
     }), 4);
     const list = document.getElementById("methods");
     list.replaceChildren(...(status.methods || []).map((m) => el("li", m)));
+  }
+
+  function renderUpstreams(upstreams) {
+    const servers = upstreams.servers || {};
+    const names = Object.keys(servers).sort();
+    const dash = (value) => (value === undefined || value === null ? "-" : value);
+    fill("upstreams", names.map((name) => {
+      const u = servers[name];
+      return [name, badge("state", u.state || "unknown"), dash(u.transport), dash(u.tools), dash(u.calls),
+        dash(u.errors), dash(u.restarts), el("td", dash(u.last_error), "last-error")];
+    }), 8);
+    const notes = [];
+    const program = upstreams.program || {};
+    if (program.error) notes.push(program.error);
+    if (program.registry_error) notes.push("registry: " + program.registry_error);
+    if (program.present && program.running === false) notes.push("the upstream program is not running");
+    for (const name of names) {
+      const u = servers[name];
+      const left = Object.assign({}, u.refused_tools || {}, u.name_collisions || {});
+      for (const [tool, why] of Object.entries(left)) notes.push(name + ": " + tool + " left out: " + why);
+    }
+    const node = document.getElementById("upstream-notes");
+    node.hidden = notes.length === 0;
+    node.textContent = notes.join("; ");
   }
 
   function renderAudit(data) {
