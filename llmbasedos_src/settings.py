@@ -53,8 +53,10 @@ class Settings:
     max_frame: int = DEFAULT_MAX_FRAME
 
     @classmethod
-    def from_env(cls) -> Settings:
-        state = default_state_dir()
+    def from_env(cls, state_dir: str | Path | None = None) -> Settings:
+        """The settings from the environment; `state_dir` (a command's `--state-dir`) in place of
+        LLMBDO_STATE_DIR when given."""
+        state = Path(state_dir).expanduser().resolve() if state_dir is not None else default_state_dir()
         return cls(
             state_dir=state,
             run_dir=_path("LLMBDO_RUN_DIR", state / "run"),

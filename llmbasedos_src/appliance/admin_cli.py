@@ -23,13 +23,12 @@ to the connections already open within about a second.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +49,8 @@ def _err(message: str) -> None:
     print(f"llmbasedos: {message}", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _state_dir(value: str | None) -> Iterator[None]:
-    """Set LLMBDO_STATE_DIR for the command, and put it back after (handlers are also called in-process)."""
-    if value is None:
-        yield
-        return
-    old = os.environ.get("LLMBDO_STATE_DIR")
-    os.environ["LLMBDO_STATE_DIR"] = str(Path(value).expanduser().resolve())
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("LLMBDO_STATE_DIR", None)
-        else:
-            os.environ["LLMBDO_STATE_DIR"] = old
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    with _state_dir(getattr(args, "state_dir", None)):
-        return Settings.from_env()
+    return Settings.from_env(getattr(args, "state_dir", None))
 
 
 def _store(settings: Settings) -> TokenStore:

@@ -60,18 +60,7 @@ def _err(message: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The settings of `--state-dir` (as LLMBDO_STATE_DIR, put back after: handlers also run in-process)."""
-    value, old = getattr(args, "state_dir", None), os.environ.get("LLMBDO_STATE_DIR")
-    if value is None:
-        return Settings.from_env()
-    os.environ["LLMBDO_STATE_DIR"] = str(Path(value).expanduser().resolve())
-    try:
-        return Settings.from_env()
-    finally:
-        if old is None:
-            os.environ.pop("LLMBDO_STATE_DIR", None)
-        else:
-            os.environ["LLMBDO_STATE_DIR"] = old
+    return Settings.from_env(getattr(args, "state_dir", None))
 
 
 # -- add --------------------------------------------------------------------------------------------------------

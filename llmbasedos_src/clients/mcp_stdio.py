@@ -46,17 +46,7 @@ class BridgeError(Exception):
 def _settings(state_dir: str | None) -> Any:
     from llmbasedos.settings import Settings
 
-    if state_dir:
-        old = os.environ.get("LLMBDO_STATE_DIR")
-        os.environ["LLMBDO_STATE_DIR"] = str(Path(state_dir).expanduser().resolve())
-        try:
-            return Settings.from_env()
-        finally:
-            if old is None:
-                os.environ.pop("LLMBDO_STATE_DIR", None)
-            else:
-                os.environ["LLMBDO_STATE_DIR"] = old
-    return Settings.from_env()
+    return Settings.from_env(state_dir or None)
 
 
 def resolve_url(url: str | None, state_dir: str | None) -> str:
